@@ -1,0 +1,147 @@
+//! The crate's one error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in shmsync. Each message names the object
+/// involved and says what to do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The name breaks the naming rules: 1 to 200 bytes of `[A-Za-z0-9._-]`,
+    /// not `.` or `..`, with an optional leading `/`.
+    #[error("invalid segment name {name:?}: {reason}; use 1 to 200 characters from [A-Za-z0-9._-], not '.' or '..'")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+
+    /// `create` found the name taken.
+    #[error("segment '{name}' already exists; open it instead, use open_or_create, or remove it with shmsync::unlink")]
+    AlreadyExists {
+        /// The segment's name.
+        name: String,
+    },
+
+    /// `open` found no segment of that name.
+    #[error("segment '{name}' does not exist; create it first, or use open_or_create")]
+    NotFound {
+        /// The segment's name.
+        name: String,
+    },
+
+    /// The segment holds another kind of object.
+    #[error("segment '{name}' holds {found}, not {expected}; open it with the matching type or choose another name")]
+    WrongKind {
+        /// The segment's name.
+        name: String,
+        /// The kind the caller asked for, e.g. "a Lock".
+        expected: &'static str,
+        /// The kind the segment holds.
+        found: String,
+    },
+
+    /// The segment was made by a build of shmsync (or a `T`) with another
+    /// memory layout; sharing it would be undefined behaviour.
+    #[error("segment '{name}' has an incompatible layout ({detail}); every process must use the same shmsync version, target and types")]
+    IncompatibleLayout {
+        /// The segment's name.
+        name: String,
+        /// Which part of the layout differs.
+        detail: String,
+    },
+
+    /// The segment's contents are not a shmsync object.
+    #[error("segment '{name}' is not a valid shmsync object ({detail}); remove it with shmsync::unlink if nothing else uses it")]
+    Corrupt {
+        /// The segment's name.
+        name: String,
+        /// What was wrong.
+        detail: String,
+    },
+
+    /// The segment was not initialised in time: its creator is slow, or died
+    /// while initialising it.
+    #[error("segment '{name}' was not initialised within {waited:?} ({}); if the creator is dead, remove the segment with shmsync::unlink", creator_state(*.creator_pid, *.creator_alive))]
+    InitTimeout {
+        /// The segment's name.
+        name: String,
+        /// The process that began to create it, when it got far enough to say.
+        creator_pid: Option<u32>,
+        /// Whether that process was still running when the wait ended.
+        creator_alive: bool,
+        /// How long the opener waited.
+        waited: Duration,
+    },
+
+    /// The permission bits on the segment shut the caller out.
+    #[error("permission denied for segment '{name}'; its mode (see builder().mode()) does not admit this user")]
+    PermissionDenied {
+        /// The segment's name.
+        name: String,
+    },
+
+    /// `/dev/shm` has no room for the segment.
+    #[error("no space in /dev/shm for segment '{name}' ({bytes} bytes); free some segments (shmsync gc) or enlarge /dev/shm")]
+    NoSpace {
+        /// The segment's name.
+        name: String,
+        /// The size that did not fit.
+        bytes: usize,
+    },
+
+    /// An argument is out of its allowed range.
+    #[error("invalid argument for '{name}': {detail}")]
+    InvalidArgument {
+        /// The object's name, or what the argument was for.
+        name: String,
+        /// What was wrong and what is allowed.
+        detail: String,
+    },
+
+    /// A `BoundedSemaphore` was released above its initial value.
+    #[error("bounded semaphore '{name}' released too many times (it is at its maximum {max}); release only what was acquired")]
+    TooManyReleases {
+        /// The semaphore's name.
+        name: String,
+        /// Its maximum value.
+        max: u32,
+    },
+
+    /// The barrier is broken (by a timeout, `abort` or `reset`).
+    #[error("barrier '{name}' is broken (a party timed out, or abort/reset was called); call reset() to use it again")]
+    BrokenBarrier {
+        /// The barrier's name.
+        name: String,
+    },
+
+    /// An operating system call failed in a way no other variant describes.
+    #[error("{op} failed for '{name}': {source}")]
+    Os {
+        /// What the crate was doing.
+        op: &'static str,
+        /// The object involved.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn creator_state(pid: Option<u32>, alive: bool) -> String {
+    match (pid, alive) {
+        (Some(pid), false) => format!("its creator, pid {pid}, died while initialising it"),
+        (Some(pid), true) => format!("its creator, pid {pid}, is still running"),
+        (None, _) => "no creator ever claimed it".to_string(),
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn os(op: &'static str, name: &str, source: impl Into<std::io::Error>) -> Error {
+        Error::Os { op, name: name.to_string(), source: source.into() }
+    }
+}

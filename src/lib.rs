@@ -1,0 +1,43 @@
+//! # shmsync
+//!
+//! Cross-process synchronization for Linux: the primitives threads take for
+//! granted — [`Lock`], [`RLock`] and friends — living in named shared-memory
+//! segments, so any process that knows the name can use them, whether it
+//! shares a parent with the others or not.
+//!
+//! - **Crash-proof.** Locks are robust, process-shared pthread mutexes: a
+//!   holder that is killed leaves the lock poisoned, never stuck.
+//! - **Named.** `Lock::open_or_create("jobs")` in two unrelated programs gives
+//!   them the same lock. [`unlink`] removes a name; `K::new()` makes an
+//!   object under a unique name that is removed when the handle drops.
+//! - **Embeddable.** [`raw`] holds the `#[repr(C)]` primitives for your own
+//!   shared structs.
+//!
+//! ```no_run
+//! use shmsync::Lock;
+//! let lock = Lock::open_or_create("jobs")?;
+//! let _guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+//! // ... only one process at a time runs here ...
+//! # Ok::<(), shmsync::Error>(())
+//! ```
+//!
+//! ## Notes
+//! - Linux only; other targets fail to compile.
+//! - Do not unmap a lock (drop its last handle) while a guard for it is
+//!   forgotten with `mem::forget`: the kernel's robust list would point into
+//!   the unmapped page.
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("shmsync supports Linux only: it needs robust futex lists, shared futexes and /dev/shm.");
+
+mod error;
+mod named;
+pub mod raw;
+mod segment;
+mod sys;
+
+pub use error::{Error, Result};
+pub use named::{unlink, Builder, Lock, LockGuard, NamedObject, RLock, RLockGuard};

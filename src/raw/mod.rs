@@ -1,0 +1,19 @@
+//! In-place primitives for memory you map yourself.
+//!
+//! Each type here is `#[repr(C)]`, contains no pointers, and is meant to sit
+//! inside a struct of your own in shared memory (a ring buffer, a cache). Call
+//! its `unsafe fn init(this: *mut Self, ..)` exactly once, before any process
+//! uses it; after that, every method takes `&self` and is safe from any thread
+//! of any process that maps the memory.
+//!
+//! The named objects ([`Lock`](crate::Lock), [`Event`](crate::Event), ...) are
+//! exactly one segment header plus one of these.
+//!
+//! All futex words are used as *shared* futexes (never `FUTEX_PRIVATE_FLAG`),
+//! so waiters and wakers may be in different processes and may map the memory
+//! at different addresses.
+
+mod lock;
+
+pub use lock::{Locked, RawLock, RawRLock};
+pub(crate) use lock::Robust;

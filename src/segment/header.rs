@@ -1,0 +1,171 @@
+//! The header at the start of every segment.
+//!
+//! ```text
+//! offset size field
+//!  0      8   magic           b"SHMSYNC\0"
+//!  8      4   layout_version  LAYOUT_VERSION
+//! 12      4   kind            Kind as u32
+//! 16      8   total_size      bytes, as created (checked against fstat)
+//! 24      4   ptr_width       size_of::<usize>()
+//! 28      4   mutex_size      size_of::<pthread_mutex_t>()
+//! 32      4   object_size     size_of the raw object
+//! 36      4   object_align    align_of the raw object
+//! 40      8   type_hash       fingerprint of a user type (Mutex<T>), else 0
+//! 48      4   state           futex word: 0 uninitialised, 1 initialising, 2 ready
+//! 52      4   creator_pid     written first by the creator
+//! 56      8   reserved
+//! 64      -   the raw object (at OBJECT_OFFSET)
+//! ```
+//!
+//! The creator writes everything, then publishes `state = READY` with Release
+//! ordering; an opener reads `state` with Acquire before it trusts any other
+//! field, and then trusts only what `fstat` confirms.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Identifies a shmsync segment.
+pub const MAGIC: [u8; 8] = *b"SHMSYNC\0";
+/// Bumped whenever any header or raw object layout changes.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Where the object starts; also the largest alignment an object may need.
+pub const OBJECT_OFFSET: usize = 64;
+
+/// `state` values.
+pub const UNINIT: u32 = 0;
+/// The creator has claimed the segment and is writing it.
+pub const INITIALISING: u32 = 1;
+/// The segment is ready for use.
+pub const READY: u32 = 2;
+
+/// What a segment holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    /// `Lock`.
+    Lock = 1,
+    /// `RLock`.
+    RLock = 2,
+    /// `Event`.
+    Event = 3,
+    /// `Condition`.
+    Condition = 4,
+    /// `Semaphore`.
+    Semaphore = 5,
+    /// `BoundedSemaphore`.
+    BoundedSemaphore = 6,
+    /// `Barrier`.
+    Barrier = 7,
+}
+
+impl Kind {
+    const ALL: [Kind; 7] = [
+        Kind::Lock,
+        Kind::RLock,
+        Kind::Event,
+        Kind::Condition,
+        Kind::Semaphore,
+        Kind::BoundedSemaphore,
+        Kind::Barrier,
+    ];
+
+    /// The kind with this number, if any.
+    pub fn from_u32(n: u32) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| *k as u32 == n)
+    }
+
+    /// The type's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Lock => "Lock",
+            Kind::RLock => "RLock",
+            Kind::Event => "Event",
+            Kind::Condition => "Condition",
+            Kind::Semaphore => "Semaphore",
+            Kind::BoundedSemaphore => "BoundedSemaphore",
+            Kind::Barrier => "Barrier",
+        }
+    }
+
+    /// The name with an article, for messages.
+    pub fn described(self) -> String {
+        let name = self.name();
+        let article = if name.starts_with(['A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+        format!("{article} {name}")
+    }
+}
+
+/// The memory layout facts two processes must agree on to share an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// `size_of::<usize>()`.
+    pub ptr_width: u32,
+    /// `size_of::<pthread_mutex_t>()`.
+    pub mutex_size: u32,
+    /// Size of the raw object.
+    pub object_size: u32,
+    /// Alignment of the raw object.
+    pub object_align: u32,
+    /// Fingerprint of a user type, or 0.
+    pub type_hash: u64,
+}
+
+/// The segment header, as laid out in shared memory.
+#[repr(C)]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub layout_version: u32,
+    pub kind: u32,
+    pub total_size: u64,
+    pub ptr_width: u32,
+    pub mutex_size: u32,
+    pub object_size: u32,
+    pub object_align: u32,
+    pub type_hash: u64,
+    /// The init-state futex word.
+    pub state: AtomicU32,
+    /// Written by the creator before it begins.
+    pub creator_pid: AtomicU32,
+    pub reserved: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == OBJECT_OFFSET);
+
+impl Header {
+    /// This header's layout facts.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            ptr_width: self.ptr_width,
+            mutex_size: self.mutex_size,
+            object_size: self.object_size,
+            object_align: self.object_align,
+            type_hash: self.type_hash,
+        }
+    }
+
+    /// The creator's pid, if it has written it.
+    pub fn creator(&self) -> Option<u32> {
+        Some(self.creator_pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_and_read_well() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_u32(k as u32), Some(k));
+        }
+        assert_eq!(Kind::from_u32(0), None);
+        assert_eq!(Kind::Event.described(), "an Event");
+        assert_eq!(Kind::Lock.described(), "a Lock");
+    }
+
+    #[test]
+    fn header_fields_sit_where_the_table_says() {
+        assert_eq!(std::mem::offset_of!(Header, state), 48);
+        assert_eq!(std::mem::offset_of!(Header, creator_pid), 52);
+        assert_eq!(std::mem::offset_of!(Header, type_hash), 40);
+    }
+}
