@@ -32,11 +32,11 @@ pub enum Error {
     },
 
     /// The segment holds another kind of object.
-    #[error("segment '{name}' holds {found}, not {expected}; open it with the matching type or choose another name")]
+    #[error("segment '{name}' holds {found}, but was opened as {expected}; open it with the matching type or choose another name")]
     WrongKind {
         /// The segment's name.
         name: String,
-        /// The kind the caller asked for, e.g. "a Lock".
+        /// The type the caller asked for, e.g. "Lock".
         expected: &'static str,
         /// The kind the segment holds.
         found: String,
@@ -142,6 +142,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn os(op: &'static str, name: &str, source: impl Into<std::io::Error>) -> Error {
-        Error::Os { op, name: name.to_string(), source: source.into() }
+        Error::Os {
+            op,
+            name: name.to_string(),
+            source: source.into(),
+        }
     }
 }

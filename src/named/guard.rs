@@ -19,7 +19,11 @@ pub struct LockGuard<'a> {
 
 impl<'a> LockGuard<'a> {
     fn new(lock: &'a Robust) -> LockGuard<'a> {
-        LockGuard { lock, panicking: std::thread::panicking(), _not_send: PhantomData }
+        LockGuard {
+            lock,
+            panicking: std::thread::panicking(),
+            _not_send: PhantomData,
+        }
     }
 
     /// The guard for a blocking lock call.

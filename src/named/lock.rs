@@ -27,6 +27,11 @@ macro_rules! named_lock {
 
         named_lifecycle!($ty {});
 
+        // Poisoning makes a panic while holding the lock observable, as with
+        // std's Mutex, so the handle is unwind-safe.
+        impl std::panic::UnwindSafe for $ty {}
+        impl std::panic::RefUnwindSafe for $ty {}
+
         impl $ty {
             fn raw(&self) -> &$raw {
                 self.seg.object()

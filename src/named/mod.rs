@@ -58,7 +58,11 @@ where
     K::Params: Default,
 {
     pub(crate) fn new(name: &str) -> Builder<K> {
-        Builder { opts: Options::new(name), params: K::Params::default(), _kind: PhantomData }
+        Builder {
+            opts: Options::new(name),
+            params: K::Params::default(),
+            _kind: PhantomData,
+        }
     }
 }
 
@@ -84,10 +88,6 @@ impl<K: NamedObject> Builder<K> {
     pub fn unlink_on_drop(mut self, unlink: bool) -> Self {
         self.opts.unlink_on_drop = unlink;
         self
-    }
-
-    pub(crate) fn params_mut(&mut self) -> &mut K::Params {
-        &mut self.params
     }
 
     /// Creates the object. [`Error::AlreadyExists`] if the name is taken.
@@ -122,7 +122,9 @@ impl<K: NamedObject> Builder<K> {
                 done => return done.map(K::from_segment),
             }
         }
-        Err(Error::AlreadyExists { name: self.opts.name })
+        Err(Error::AlreadyExists {
+            name: self.opts.name,
+        })
     }
 }
 

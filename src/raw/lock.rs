@@ -70,7 +70,11 @@ impl Robust {
 
     fn after(&self, how: Acquire, what: &str) -> Option<Locked> {
         match how {
-            Acquire::Acquired => Some(if self.is_poisoned() { Locked::Poisoned } else { Locked::Clean }),
+            Acquire::Acquired => Some(if self.is_poisoned() {
+                Locked::Poisoned
+            } else {
+                Locked::Clean
+            }),
             Acquire::OwnerDied => {
                 // Relaxed is enough: we hold the mutex, whose unlock/lock pairs
                 // order this store for the next holder in any process.
@@ -86,7 +90,8 @@ impl Robust {
         // SAFETY: `self` is a reference to an initialised lock (the type's
         // contract), so the mutex is initialised and mapped for the call.
         let how = unsafe { pthread::lock(self.mutex()) };
-        self.after(how, what).unwrap_or_else(|| crate::sys::fail("pthread_mutex_lock", libc::EBUSY))
+        self.after(how, what)
+            .unwrap_or_else(|| crate::sys::fail("pthread_mutex_lock", libc::EBUSY))
     }
 
     fn try_lock(&self) -> Option<Locked> {
@@ -182,10 +187,6 @@ macro_rules! raw_lock {
             /// The core that guards hold.
             pub(crate) fn robust(&self) -> &Robust {
                 &self.0
-            }
-
-            pub(crate) fn try_lock_until(&self, deadline: &Deadline) -> Option<Locked> {
-                self.0.try_lock_until(deadline)
             }
 
             /// Releases the lock (one level, for a nested `RawRLock`).

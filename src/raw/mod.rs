@@ -15,5 +15,5 @@
 
 mod lock;
 
-pub use lock::{Locked, RawLock, RawRLock};
 pub(crate) use lock::Robust;
+pub use lock::{Locked, RawLock, RawRLock};

@@ -89,7 +89,12 @@ impl Kind {
     /// The name with an article, for messages.
     pub fn described(self) -> String {
         let name = self.name();
-        let article = if name.starts_with(['A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+        // By sound: "an Event", "an RLock" ("ar-lock"), "a Lock".
+        let article = if name.starts_with(['A', 'E', 'I', 'O', 'U', 'R']) {
+            "an"
+        } else {
+            "a"
+        };
         format!("{article} {name}")
     }
 }
@@ -160,6 +165,7 @@ mod tests {
         assert_eq!(Kind::from_u32(0), None);
         assert_eq!(Kind::Event.described(), "an Event");
         assert_eq!(Kind::Lock.described(), "a Lock");
+        assert_eq!(Kind::RLock.described(), "an RLock");
     }
 
     #[test]

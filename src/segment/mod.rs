@@ -145,7 +145,10 @@ impl<T> Drop for Segment<T> {
         if self.unlinker == Some(proc::pid()) {
             match shm::unlink(&self.name) {
                 Ok(()) | Err(Errno::ENOENT) => {}
-                Err(e) => log::warn!("shmsync: could not unlink segment '{}' on drop: {e}", self.name),
+                Err(e) => log::warn!(
+                    "shmsync: could not unlink segment '{}' on drop: {e}",
+                    self.name
+                ),
             }
         }
     }
@@ -175,7 +178,12 @@ fn expected_fingerprint<L: Layout>() -> Fingerprint {
 
 fn map_file<T>(file: &File, len: usize, name: &str, unlinker: Option<u32>) -> Result<Segment<T>> {
     let map = shm::map(file, len).map_err(|e| Error::os("mmap", name, e))?;
-    Ok(Segment { map, name: name.to_string(), unlinker, _object: PhantomData })
+    Ok(Segment {
+        map,
+        name: name.to_string(),
+        unlinker,
+        _object: PhantomData,
+    })
 }
 
 /// Creates the segment; `AlreadyExists` if the name is taken.
@@ -190,11 +198,17 @@ pub fn create<L: Layout>(opts: &Options, params: &L::Params) -> Result<Segment<L
     L::validate(name, params)?;
     let len = total_size::<L>();
     let file = shm::create(name, opts.mode, len).map_err(|e| match e {
-        shm::CreateError::Open(Errno::EEXIST) => Error::AlreadyExists { name: name.to_string() },
-        shm::CreateError::Open(Errno::EACCES) => Error::PermissionDenied { name: name.to_string() },
-        shm::CreateError::Open(Errno::ENOSPC) | shm::CreateError::Setup(Errno::ENOSPC | Errno::EFBIG) => {
-            Error::NoSpace { name: name.to_string(), bytes: len }
-        }
+        shm::CreateError::Open(Errno::EEXIST) => Error::AlreadyExists {
+            name: name.to_string(),
+        },
+        shm::CreateError::Open(Errno::EACCES) => Error::PermissionDenied {
+            name: name.to_string(),
+        },
+        shm::CreateError::Open(Errno::ENOSPC)
+        | shm::CreateError::Setup(Errno::ENOSPC | Errno::EFBIG) => Error::NoSpace {
+            name: name.to_string(),
+            bytes: len,
+        },
         shm::CreateError::Open(e) => Error::os("shm_open", name, e),
         shm::CreateError::Setup(e) => Error::os("posix_fallocate", name, e),
     })?;
@@ -225,7 +239,10 @@ pub fn create<L: Layout>(opts: &Options, params: &L::Params) -> Result<Segment<L
         (&raw mut (*h).object_size).write(fp.object_size);
         (&raw mut (*h).object_align).write(fp.object_align);
         (&raw mut (*h).type_hash).write(fp.type_hash);
-        L::init(seg.map.as_mut_ptr().add(header::OBJECT_OFFSET).cast(), params);
+        L::init(
+            seg.map.as_mut_ptr().add(header::OBJECT_OFFSET).cast(),
+            params,
+        );
     }
     // Release: an opener that reads READY with Acquire sees the header and the
     // object fully written.
@@ -240,8 +257,12 @@ pub fn open<L: Layout>(opts: &Options) -> Result<Segment<L::Object>> {
     let name = name::validate(&opts.name)?;
     let deadline = Deadline::after(opts.open_timeout);
     let file = shm::open(name).map_err(|e| match e {
-        Errno::ENOENT => Error::NotFound { name: name.to_string() },
-        Errno::EACCES | Errno::EPERM => Error::PermissionDenied { name: name.to_string() },
+        Errno::ENOENT => Error::NotFound {
+            name: name.to_string(),
+        },
+        Errno::EACCES | Errno::EPERM => Error::PermissionDenied {
+            name: name.to_string(),
+        },
         e => Error::os("shm_open", name, e),
     })?;
     let size = wait_for_size(&file, name, &deadline, opts.open_timeout)?;
@@ -266,15 +287,21 @@ pub fn open_or_create<L: Layout>(opts: &Options, params: &L::Params) -> Result<S
             done => return done,
         }
     }
-    Err(last.unwrap_or_else(|| Error::NotFound { name: opts.name.clone() }))
+    Err(last.unwrap_or_else(|| Error::NotFound {
+        name: opts.name.clone(),
+    }))
 }
 
 /// Removes a segment's name. Handles that are open keep working.
 pub fn unlink(name: &str) -> Result<()> {
     let name = name::validate(name)?;
     shm::unlink(name).map_err(|e| match e {
-        Errno::ENOENT => Error::NotFound { name: name.to_string() },
-        Errno::EACCES | Errno::EPERM => Error::PermissionDenied { name: name.to_string() },
+        Errno::ENOENT => Error::NotFound {
+            name: name.to_string(),
+        },
+        Errno::EACCES | Errno::EPERM => Error::PermissionDenied {
+            name: name.to_string(),
+        },
         e => Error::os("shm_unlink", name, e),
     })
 }
@@ -298,11 +325,19 @@ fn wait_for_size(file: &File, name: &str, deadline: &Deadline, waited: Duration)
             // never made by shmsync.
             return Err(Error::Corrupt {
                 name: name.to_string(),
-                detail: format!("it is {size} bytes, shorter than the {}-byte header", header::OBJECT_OFFSET),
+                detail: format!(
+                    "it is {size} bytes, shorter than the {}-byte header",
+                    header::OBJECT_OFFSET
+                ),
             });
         }
         if deadline.has_passed() {
-            return Err(Error::InitTimeout { name: name.to_string(), creator_pid: None, creator_alive: false, waited });
+            return Err(Error::InitTimeout {
+                name: name.to_string(),
+                creator_pid: None,
+                creator_alive: false,
+                waited,
+            });
         }
         std::thread::sleep(pause.min(deadline.remaining()));
         pause = (pause * 2).min(Duration::from_millis(10));
@@ -322,7 +357,12 @@ fn wait_ready(h: &Header, name: &str, deadline: &Deadline, waited: Duration) -> 
                 let alive = creator.is_some_and(proc::is_alive);
                 let creator_died = creator.is_some() && !alive;
                 if creator_died || deadline.has_passed() {
-                    return Err(Error::InitTimeout { name: name.to_string(), creator_pid: creator, creator_alive: alive, waited });
+                    return Err(Error::InitTimeout {
+                        name: name.to_string(),
+                        creator_pid: creator,
+                        creator_alive: alive,
+                        waited,
+                    });
                 }
                 let slice = Deadline::after(deadline.remaining().min(CREATOR_CHECK_INTERVAL));
                 futex::wait(&h.state, state, Some(&slice));
@@ -339,8 +379,14 @@ fn wait_ready(h: &Header, name: &str, deadline: &Deadline, waited: Duration) -> 
 
 /// Checks a READY header against what `L` expects and what `fstat` said.
 fn check<L: Layout>(h: &Header, size: usize, name: &str) -> Result<()> {
-    let corrupt = |detail: String| Error::Corrupt { name: name.to_string(), detail };
-    let incompatible = |detail: String| Error::IncompatibleLayout { name: name.to_string(), detail };
+    let corrupt = |detail: String| Error::Corrupt {
+        name: name.to_string(),
+        detail,
+    };
+    let incompatible = |detail: String| Error::IncompatibleLayout {
+        name: name.to_string(),
+        detail,
+    };
     if h.magic != header::MAGIC {
         return Err(corrupt("it does not start with the shmsync magic".into()));
     }
@@ -365,7 +411,9 @@ fn check<L: Layout>(h: &Header, size: usize, name: &str) -> Result<()> {
     let want = expected_fingerprint::<L>();
     let got = h.fingerprint();
     if got != want {
-        return Err(incompatible(format!("segment {got:?}, this build expects {want:?}")));
+        return Err(incompatible(format!(
+            "segment {got:?}, this build expects {want:?}"
+        )));
     }
     let expected_size = total_size::<L>();
     if h.total_size != size as u64 || size != expected_size {

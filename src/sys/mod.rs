@@ -13,8 +13,8 @@
 //! - [`proc`]: process facts (pid, tid, liveness).
 
 pub(crate) mod futex;
-pub(crate) mod pthread;
 pub(crate) mod proc;
+pub(crate) mod pthread;
 pub(crate) mod shm;
 pub(crate) mod time;
 

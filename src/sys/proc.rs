@@ -6,6 +6,7 @@ pub fn pid() -> u32 {
 }
 
 /// The calling thread's kernel id, the value a robust mutex records as owner.
+#[cfg(test)]
 pub fn tid() -> u32 {
     u32::try_from(nix::unistd::gettid().as_raw()).unwrap_or(0)
 }
@@ -13,7 +14,9 @@ pub fn tid() -> u32 {
 /// Whether a process with this pid is running. A zombie (dead, not yet reaped)
 /// is not; a pid we may not signal (`EPERM`) is.
 pub fn is_alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
     if raw <= 0 {
         return false;
     }
@@ -28,6 +31,9 @@ fn is_zombie(pid: u32) -> bool {
     // name before it may itself contain ')'.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
         .unwrap_or(false)
 }

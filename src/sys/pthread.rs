@@ -72,15 +72,19 @@ fn check(call: &str, rc: i32) {
 pub unsafe fn init(mutex: *mut libc::pthread_mutex_t, kind: Kind) {
     let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
     // SAFETY: `attr` is writable storage for an attribute object.
-    check("pthread_mutexattr_init", unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) });
+    check("pthread_mutexattr_init", unsafe {
+        libc::pthread_mutexattr_init(attr.as_mut_ptr())
+    });
     let mut attr = AttrGuard(attr);
     let ty = match kind {
         Kind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
         Kind::Recursive => libc::PTHREAD_MUTEX_RECURSIVE,
     };
-    // SAFETY (three calls): `attr` was initialised above and is destroyed by
-    // its guard; the values passed are the documented constants.
-    check("pthread_mutexattr_settype", unsafe { libc::pthread_mutexattr_settype(attr.as_mut_ptr(), ty) });
+    // SAFETY: `attr` was initialised above and is destroyed by its guard;
+    // the values passed here and below are the documented constants.
+    check("pthread_mutexattr_settype", unsafe {
+        libc::pthread_mutexattr_settype(attr.as_mut_ptr(), ty)
+    });
     // SAFETY: as above.
     check("pthread_mutexattr_setpshared", unsafe {
         libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED)
@@ -91,7 +95,9 @@ pub unsafe fn init(mutex: *mut libc::pthread_mutex_t, kind: Kind) {
     });
     // SAFETY: the caller guarantees `mutex` is valid, aligned and unused;
     // `attr` is initialised.
-    check("pthread_mutex_init", unsafe { libc::pthread_mutex_init(mutex, attr.as_mut_ptr()) });
+    check("pthread_mutex_init", unsafe {
+        libc::pthread_mutex_init(mutex, attr.as_mut_ptr())
+    });
 }
 
 /// Turns a lock call's return code into an [`Acquire`], making a mutex whose
@@ -105,7 +111,9 @@ unsafe fn outcome(call: &str, mutex: *mut libc::pthread_mutex_t, rc: i32) -> Acq
         libc::EOWNERDEAD => {
             // SAFETY: the caller holds the mutex (EOWNERDEAD means it was
             // acquired), which is what pthread_mutex_consistent requires.
-            check("pthread_mutex_consistent", unsafe { libc::pthread_mutex_consistent(mutex) });
+            check("pthread_mutex_consistent", unsafe {
+                libc::pthread_mutex_consistent(mutex)
+            });
             Acquire::OwnerDied
         }
         libc::EBUSY | libc::ETIMEDOUT => Acquire::WouldBlock,
@@ -157,13 +165,17 @@ pub unsafe fn lock_until(mutex: *mut libc::pthread_mutex_t, deadline: &Deadline)
     #[cfg(target_env = "gnu")]
     // SAFETY: the caller guarantees `mutex` is initialised and mapped; the
     // deadline is a normalised CLOCK_MONOTONIC timespec that outlives the call.
-    let rc = unsafe { pthread_mutex_clocklock(mutex, libc::CLOCK_MONOTONIC, deadline.as_timespec()) };
+    let rc =
+        unsafe { pthread_mutex_clocklock(mutex, libc::CLOCK_MONOTONIC, deadline.as_timespec()) };
     #[cfg(not(target_env = "gnu"))]
     // SAFETY: as above; without clocklock, the monotonic deadline is turned
     // into a wall-clock one at the start of the wait.
     let rc = unsafe {
         let left = deadline.remaining();
-        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
         let mut abs = libc::timespec {
             tv_sec: now.tv_sec.saturating_add(left.as_secs() as libc::time_t),
@@ -208,7 +220,7 @@ pub unsafe fn owner(mutex: *const libc::pthread_mutex_t) -> Option<u32> {
     // i32 lock word, which the kernel and glibc only ever change atomically;
     // reading it through an AtomicI32 is therefore a plain atomic load.
     let word = unsafe { &*mutex.cast::<AtomicI32>() }.load(Ordering::Relaxed);
-    let tid = (word as u32) & libc::FUTEX_TID_MASK as u32;
+    let tid = (word as u32) & libc::FUTEX_TID_MASK;
     (tid != 0).then_some(tid)
 }
 

@@ -1,0 +1,245 @@
+//! Support for tests that run across real processes.
+//!
+//! - [`serial`]: a lock that every test in a fork-based binary holds, so no
+//!   other test thread holds a libc or std lock while one forks (nix's
+//!   `FORK_MTX` habit).
+//! - [`fork`]: runs a closure in a child process that leaves with `_exit`;
+//!   [`Child::wait`] has a deadline and kills the child when it passes.
+//! - [`Shared`]: zeroed anonymous `MAP_SHARED` memory that forked children see.
+//! - [`Names`]: unique segment names for a test, and a check on drop that the
+//!   test left nothing in `/dev/shm`.
+#![allow(dead_code)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+/// The default deadline for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+static FORK_MTX: Mutex<()> = Mutex::new(());
+
+/// Serialises the tests of one binary. Hold it for the whole test.
+pub fn serial() -> MutexGuard<'static, ()> {
+    FORK_MTX.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A forked child process.
+pub struct Child {
+    pid: Pid,
+    reaped: bool,
+}
+
+/// How a child ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// `_exit(code)`.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(Signal),
+}
+
+/// Runs `f` in a forked child, which exits with `f`'s return value (101 if it
+/// panics). The child never returns into the test harness.
+pub fn fork<F: FnOnce() -> i32>(f: F) -> Child {
+    // SAFETY: the caller holds `serial()`, so no other test thread is inside
+    // a lock the child could need; the child runs `f` and leaves with _exit.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
+            // SAFETY: _exit ends the process without running the parent's
+            // exit handlers or destructors, which belong to the parent.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => Child {
+            pid: child,
+            reaped: false,
+        },
+    }
+}
+
+impl Child {
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Waits for the child to end, at most `deadline`; kills it and panics
+    /// if it does not.
+    pub fn wait_for(&mut self, deadline: Duration) -> End {
+        let start = Instant::now();
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
+                WaitStatus::Exited(_, code) => {
+                    self.reaped = true;
+                    return End::Exited(code);
+                }
+                WaitStatus::Signaled(_, sig, _) => {
+                    self.reaped = true;
+                    return End::Signaled(sig);
+                }
+                _ => {}
+            }
+            if start.elapsed() > deadline {
+                self.kill();
+                panic!(
+                    "child {} did not finish within {deadline:?}; killed it",
+                    self.pid
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits with the default deadline.
+    pub fn wait(&mut self) -> End {
+        self.wait_for(DEADLINE)
+    }
+
+    /// Waits and asserts the child exited 0.
+    pub fn expect_success(mut self) {
+        let end = self.wait();
+        assert_eq!(end, End::Exited(0), "child {} failed", self.pid);
+    }
+
+    /// Sends SIGKILL and reaps the child.
+    pub fn kill(&mut self) {
+        if !self.reaped {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = waitpid(self.pid, None);
+            self.reaped = true;
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // A failing test must not leave processes behind.
+        self.kill();
+    }
+}
+
+/// Zeroed shared anonymous memory holding a `T`, inherited by forked
+/// children. `T` must be valid when all-zero (atomics, integers).
+pub struct Shared<T> {
+    ptr: *mut T,
+}
+
+// SAFETY: the memory is shared by design; tests put only atomics in it, or
+// fields written under a lock.
+unsafe impl<T> Sync for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Send for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// Maps a zeroed `T`.
+    pub fn new() -> Shared<T> {
+        let len = std::mem::size_of::<T>().max(1);
+        // SAFETY: an anonymous shared mapping with no address hint; the kernel
+        // returns zeroed, page-aligned memory or MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        Shared { ptr: ptr.cast() }
+    }
+
+    /// A raw pointer, for non-atomic fields written under a lock.
+    pub fn as_ptr(&self) -> *mut T {
+        self.ptr
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the mapping is valid, aligned and zeroed, which the caller
+        // promised is a valid T, and lives until drop.
+        unsafe { &*self.ptr }
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no reference
+        // outlives `self`.
+        unsafe { libc::munmap(self.ptr.cast(), std::mem::size_of::<T>().max(1)) };
+    }
+}
+
+/// Spins (with yields) until `flag` reaches `value`, or panics at the deadline.
+pub fn await_value(flag: &AtomicU32, value: u32, what: &str) {
+    let start = Instant::now();
+    while flag.load(Ordering::Acquire) < value {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Unique segment names for one test, and a leak check: on drop it fails the
+/// test if any segment with its prefix is left in /dev/shm (and removes it).
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// Names for the test called `test`.
+    pub fn new(test: &str) -> Names {
+        Names {
+            prefix: format!("shmsync-test.{}.{test}", std::process::id()),
+        }
+    }
+
+    /// The name of segment `what`.
+    pub fn get(&self, what: &str) -> String {
+        format!("{}.{what}", self.prefix)
+    }
+
+    /// Segments with this test's prefix currently in /dev/shm.
+    pub fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir("/dev/shm")
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&self.prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        let left = self.leftovers();
+        for name in &left {
+            let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+        }
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("test left segments in /dev/shm: {left:?}");
+        }
+    }
+}
+
+/// Whether the process has a thread sleeping in a futex wait (from
+/// /proc/<pid>/task/*/wchan), so tests of exact wake counts can let every
+/// waiter fall asleep first.
+pub fn is_futex_sleeping(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(|t| t.ok()).any(|t| {
+        std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.starts_with("futex"))
+    })
+}

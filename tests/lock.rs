@@ -1,0 +1,302 @@
+//! Lock and RLock across real processes: exclusion, owner death, poisoning,
+//! and the open_or_create race.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{PoisonError, TryLockError};
+use std::time::Duration;
+
+use common::{await_value, fork, serial, End, Names, Shared, DEADLINE};
+use shmsync::{Lock, RLock};
+
+#[repr(C)]
+struct Counter {
+    value: u64,
+    holding: AtomicU32,
+}
+
+/// Adds one to a counter that is deliberately not atomic: only the lock
+/// keeps concurrent increments from being lost.
+fn bump(counter: *mut Counter) {
+    // SAFETY: the pointer is into a live shared mapping; the caller holds the
+    // lock, so no other process reads or writes `value` at the same time.
+    unsafe {
+        let v = std::ptr::read_volatile(&raw const (*counter).value);
+        std::ptr::write_volatile(&raw mut (*counter).value, v + 1);
+    }
+}
+
+#[test]
+fn four_processes_times_20000_increments_are_exact() {
+    let _s = serial();
+    let names = Names::new("counter");
+    let lock = Lock::builder(&names.get("lock"))
+        .unlink_on_drop(true)
+        .create()
+        .unwrap();
+    let counter = Shared::<Counter>::new();
+    const PER_CHILD: u64 = 20_000;
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let name = names.get("lock");
+            let inherited = &lock;
+            let counter = counter.as_ptr();
+            fork(move || {
+                // Two children use the inherited handle, two open by name.
+                let opened;
+                let lock = if i % 2 == 0 {
+                    inherited
+                } else {
+                    opened = Lock::open(&name).unwrap();
+                    &opened
+                };
+                for _ in 0..PER_CHILD {
+                    let _g = lock.try_lock_for(DEADLINE).unwrap();
+                    bump(counter);
+                }
+                0
+            })
+        })
+        .collect();
+    for c in children {
+        c.expect_success();
+    }
+    assert_eq!(counter.value, 4 * PER_CHILD);
+    assert!(!lock.is_poisoned());
+}
+
+#[test]
+fn holder_killed_inside_critical_section_poisons_20_times_in_a_row() {
+    let _s = serial();
+    let names = Names::new("killed");
+    let name = names.get("lock");
+    let lock = Lock::builder(&name).unlink_on_drop(true).create().unwrap();
+    let shared = Shared::<Counter>::new();
+    for round in 1..=20u32 {
+        let mut child = fork(|| {
+            let lock = Lock::open(&name).unwrap();
+            let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            shared.holding.store(round, Ordering::Release);
+            std::thread::sleep(DEADLINE);
+            drop(guard);
+            0
+        });
+        await_value(&shared.holding, round, "the child to take the lock");
+        assert!(lock.is_locked());
+        assert_eq!(lock.owner_tid(), Some(child.pid()));
+        child.kill();
+
+        // The next locker gets the lock, poisoned, within its deadline.
+        match lock.try_lock_for(DEADLINE) {
+            Err(TryLockError::Poisoned(p)) => drop(p.into_inner()),
+            Err(TryLockError::WouldBlock) => {
+                panic!("round {round}: lock still held after its owner died")
+            }
+            Ok(_) => panic!("round {round}: owner death did not poison the lock"),
+        }
+        // Another process sees the poison too.
+        fork(|| i32::from(!Lock::open(&name).unwrap().is_poisoned())).expect_success();
+
+        lock.clear_poison();
+        assert!(!lock.is_poisoned());
+        assert!(
+            lock.try_lock_for(DEADLINE).is_ok(),
+            "round {round}: clear_poison did not restore service"
+        );
+        // ... and the other process sees it cleared.
+        fork(|| i32::from(Lock::open(&name).unwrap().is_poisoned())).expect_success();
+    }
+}
+
+#[test]
+fn a_thread_that_exits_holding_the_lock_poisons_it() {
+    let _s = serial();
+    let lock = Lock::new().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| std::mem::forget(lock.lock().unwrap()))
+            .join()
+            .unwrap();
+    });
+    assert!(matches!(
+        lock.try_lock_for(DEADLINE),
+        Err(TryLockError::Poisoned(_))
+    ));
+    assert!(lock.is_poisoned());
+    lock.clear_poison();
+    assert!(lock.try_lock().is_ok());
+}
+
+#[test]
+fn a_panic_while_holding_poisons_for_other_processes() {
+    let _s = serial();
+    let lock = Lock::new().unwrap();
+    let name = lock.name().to_string();
+    fork(|| {
+        let lock = Lock::open(&name).unwrap();
+        let _ = std::panic::catch_unwind(|| {
+            let _g = lock.lock().unwrap();
+            panic!("deliberate");
+        });
+        0
+    })
+    .expect_success();
+    assert!(lock.is_poisoned());
+    assert!(lock.lock().is_err());
+}
+
+#[test]
+fn try_lock_and_try_lock_for_report_would_block_across_processes() {
+    let _s = serial();
+    let lock = Lock::new().unwrap();
+    let shared = Shared::<Counter>::new();
+    let mut holder = fork(|| {
+        let _g = lock.lock().unwrap();
+        shared.holding.store(1, Ordering::Release);
+        await_value(&shared.holding, 2, "the parent's checks");
+        0
+    });
+    await_value(&shared.holding, 1, "the child to lock");
+    assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+    assert!(matches!(
+        lock.try_lock_for(Duration::from_millis(50)),
+        Err(TryLockError::WouldBlock)
+    ));
+    shared.holding.store(2, Ordering::Release);
+    assert_eq!(holder.wait(), End::Exited(0));
+    assert!(lock.try_lock_for(DEADLINE).is_ok());
+}
+
+#[test]
+fn twenty_four_processes_race_open_or_create_and_one_initialises() {
+    let _s = serial();
+    let names = Names::new("race");
+    let name = names.get("lock");
+    #[repr(C)]
+    struct Race {
+        go: AtomicU32,
+        creators: [AtomicU32; 24],
+        counter: Counter,
+    }
+    let race = Shared::<Race>::new();
+    let children: Vec<_> = (0..24)
+        .map(|i| {
+            let name = name.clone();
+            let race = &race;
+            // SAFETY: the pointer is to a live mapping; this only computes a field address.
+            let counter = unsafe { &raw mut (*race.as_ptr()).counter };
+            fork(move || {
+                await_value(&race.go, 1, "the start signal");
+                let lock = Lock::open_or_create(&name).unwrap();
+                race.creators[i].store(lock.creator_pid().unwrap(), Ordering::Relaxed);
+                let _g = lock.try_lock_for(DEADLINE).unwrap();
+                bump(counter);
+                0
+            })
+        })
+        .collect();
+    race.go.store(1, Ordering::Release);
+    let pids: Vec<u32> = children.iter().map(|c| c.pid()).collect();
+    for c in children {
+        c.expect_success();
+    }
+    let creators: Vec<u32> = race
+        .creators
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect();
+    assert!(
+        creators.iter().all(|&c| c == creators[0]),
+        "children disagree on the creator: {creators:?}"
+    );
+    assert!(
+        pids.contains(&creators[0]),
+        "the creator is not one of the racers"
+    );
+    assert_eq!(race.counter.value, 24);
+    shmsync::unlink(&name).unwrap();
+}
+
+#[test]
+fn rlock_nests_on_one_thread_and_excludes_other_processes() {
+    let _s = serial();
+    let rlock = RLock::new().unwrap();
+    let outer = rlock.lock().unwrap();
+    let inner = rlock.try_lock().unwrap();
+    fork(|| match rlock.try_lock() {
+        Err(TryLockError::WouldBlock) => 0,
+        _ => 1,
+    })
+    .expect_success();
+    drop(inner);
+    fork(|| i32::from(rlock.try_lock().is_ok())).expect_success();
+    drop(outer);
+    fork(|| i32::from(rlock.try_lock_for(DEADLINE).is_err())).expect_success();
+}
+
+#[test]
+fn rlock_holder_killed_while_nested_poisons_it() {
+    let _s = serial();
+    let rlock = RLock::new().unwrap();
+    let shared = Shared::<Counter>::new();
+    let mut child = fork(|| {
+        let _a = rlock.lock().unwrap();
+        let _b = rlock.lock().unwrap();
+        shared.holding.store(1, Ordering::Release);
+        std::thread::sleep(DEADLINE);
+        0
+    });
+    await_value(&shared.holding, 1, "the child to lock twice");
+    child.kill();
+    match rlock.try_lock_for(DEADLINE) {
+        Err(TryLockError::Poisoned(p)) => {
+            let g = p.into_inner();
+            // We hold exactly one level now: one drop frees it for others.
+            drop(g);
+        }
+        _ => panic!("owner death did not poison the RLock"),
+    }
+    rlock.clear_poison();
+    fork(|| i32::from(rlock.try_lock().is_err())).expect_success();
+}
+
+#[test]
+#[should_panic(expected = "already holds this lock")]
+fn relocking_a_lock_on_its_own_thread_panics_instead_of_deadlocking() {
+    let _s = serial();
+    let lock = Lock::new().unwrap();
+    let _a = lock.lock().unwrap();
+    let _b = lock.lock();
+}
+
+#[test]
+fn try_lock_on_its_own_thread_would_block() {
+    let _s = serial();
+    let lock = Lock::new().unwrap();
+    let _a = lock.lock().unwrap();
+    assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+    assert!(matches!(
+        lock.try_lock_for(Duration::from_millis(1)),
+        Err(TryLockError::WouldBlock)
+    ));
+}
+
+#[test]
+fn threads_share_a_handle() {
+    let _s = serial();
+    let lock = Lock::new().unwrap();
+    let counter = Shared::<Counter>::new();
+    let counter = &counter;
+    let lock = &lock;
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(move || {
+                for _ in 0..5_000 {
+                    let _g = lock.try_lock_for(DEADLINE).unwrap();
+                    bump(counter.as_ptr());
+                }
+            });
+        }
+    });
+    assert_eq!(counter.value, 20_000);
+}
