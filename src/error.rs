@@ -142,10 +142,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn os(op: &'static str, name: &str, source: impl Into<std::io::Error>) -> Error {
-        Error::Os {
-            op,
-            name: name.to_string(),
-            source: source.into(),
-        }
+        Error::Os { op, name: name.to_string(), source: source.into() }
     }
 }

@@ -31,9 +31,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(target_os = "linux"))]
-compile_error!(
-    "shmsync supports Linux only: it needs robust futex lists, shared futexes and /dev/shm."
-);
+compile_error!("shmsync supports Linux only: it needs robust futex lists, shared futexes and /dev/shm.");
 
 mod error;
 mod named;

@@ -31,10 +31,7 @@ fn bump(counter: *mut Counter) {
 fn four_processes_times_20000_increments_are_exact() {
     let _s = serial();
     let names = Names::new("counter");
-    let lock = Lock::builder(&names.get("lock"))
-        .unlink_on_drop(true)
-        .create()
-        .unwrap();
+    let lock = Lock::builder(&names.get("lock")).unlink_on_drop(true).create().unwrap();
     let counter = Shared::<Counter>::new();
     const PER_CHILD: u64 = 20_000;
     let children: Vec<_> = (0..4)
@@ -100,10 +97,7 @@ fn holder_killed_inside_critical_section_poisons_20_times_in_a_row() {
 
         lock.clear_poison();
         assert!(!lock.is_poisoned());
-        assert!(
-            lock.try_lock_for(DEADLINE).is_ok(),
-            "round {round}: clear_poison did not restore service"
-        );
+        assert!(lock.try_lock_for(DEADLINE).is_ok(), "round {round}: clear_poison did not restore service");
         // ... and the other process sees it cleared.
         fork(|| i32::from(Lock::open(&name).unwrap().is_poisoned())).expect_success();
     }
@@ -114,14 +108,9 @@ fn a_thread_that_exits_holding_the_lock_poisons_it() {
     let _s = serial();
     let lock = Lock::new().unwrap();
     std::thread::scope(|s| {
-        s.spawn(|| std::mem::forget(lock.lock().unwrap()))
-            .join()
-            .unwrap();
+        s.spawn(|| std::mem::forget(lock.lock().unwrap())).join().unwrap();
     });
-    assert!(matches!(
-        lock.try_lock_for(DEADLINE),
-        Err(TryLockError::Poisoned(_))
-    ));
+    assert!(matches!(lock.try_lock_for(DEADLINE), Err(TryLockError::Poisoned(_))));
     assert!(lock.is_poisoned());
     lock.clear_poison();
     assert!(lock.try_lock().is_ok());
@@ -158,10 +147,7 @@ fn try_lock_and_try_lock_for_report_would_block_across_processes() {
     });
     await_value(&shared.holding, 1, "the child to lock");
     assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
-    assert!(matches!(
-        lock.try_lock_for(Duration::from_millis(50)),
-        Err(TryLockError::WouldBlock)
-    ));
+    assert!(matches!(lock.try_lock_for(Duration::from_millis(50)), Err(TryLockError::WouldBlock)));
     shared.holding.store(2, Ordering::Release);
     assert_eq!(holder.wait(), End::Exited(0));
     assert!(lock.try_lock_for(DEADLINE).is_ok());
@@ -200,19 +186,9 @@ fn twenty_four_processes_race_open_or_create_and_one_initialises() {
     for c in children {
         c.expect_success();
     }
-    let creators: Vec<u32> = race
-        .creators
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .collect();
-    assert!(
-        creators.iter().all(|&c| c == creators[0]),
-        "children disagree on the creator: {creators:?}"
-    );
-    assert!(
-        pids.contains(&creators[0]),
-        "the creator is not one of the racers"
-    );
+    let creators: Vec<u32> = race.creators.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    assert!(creators.iter().all(|&c| c == creators[0]), "children disagree on the creator: {creators:?}");
+    assert!(pids.contains(&creators[0]), "the creator is not one of the racers");
     assert_eq!(race.counter.value, 24);
     shmsync::unlink(&name).unwrap();
 }
@@ -275,10 +251,7 @@ fn try_lock_on_its_own_thread_would_block() {
     let lock = Lock::new().unwrap();
     let _a = lock.lock().unwrap();
     assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
-    assert!(matches!(
-        lock.try_lock_for(Duration::from_millis(1)),
-        Err(TryLockError::WouldBlock)
-    ));
+    assert!(matches!(lock.try_lock_for(Duration::from_millis(1)), Err(TryLockError::WouldBlock)));
 }
 
 #[test]

@@ -28,27 +28,13 @@ fn half_initialised(pid: u32) -> Vec<u8> {
 fn bad_names_are_invalid_name_errors() {
     let _s = serial();
     let long = "n".repeat(201);
-    for bad in [
-        "",
-        ".",
-        "..",
-        "/",
-        "a/b",
-        "a b",
-        "a\0b",
-        "naïve",
-        "tab\tname",
-        long.as_str(),
-    ] {
+    for bad in ["", ".", "..", "/", "a/b", "a b", "a\0b", "naïve", "tab\tname", long.as_str()] {
         match Lock::create(bad) {
             Err(Error::InvalidName { name, .. }) => assert_eq!(name, bad),
             other => panic!("{bad:?} gave {other:?}"),
         }
         assert!(matches!(Lock::open(bad), Err(Error::InvalidName { .. })));
-        assert!(matches!(
-            shmsync::unlink(bad),
-            Err(Error::InvalidName { .. })
-        ));
+        assert!(matches!(shmsync::unlink(bad), Err(Error::InvalidName { .. })));
     }
 }
 
@@ -57,10 +43,7 @@ fn a_leading_slash_is_stripped() {
     let _s = serial();
     let names = Names::new("slash");
     let name = names.get("x");
-    let lock = Lock::builder(&format!("/{name}"))
-        .unlink_on_drop(true)
-        .create()
-        .unwrap();
+    let lock = Lock::builder(&format!("/{name}")).unlink_on_drop(true).create().unwrap();
     assert_eq!(lock.name(), name);
     let _again = Lock::open(&name).unwrap();
 }
@@ -71,18 +54,9 @@ fn create_on_a_taken_name_and_open_on_a_missing_one() {
     let names = Names::new("exists");
     let name = names.get("x");
     let _lock = Lock::builder(&name).unlink_on_drop(true).create().unwrap();
-    assert!(matches!(
-        Lock::create(&name),
-        Err(Error::AlreadyExists { .. })
-    ));
-    assert!(matches!(
-        Lock::open(&names.get("missing")),
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        shmsync::unlink(&names.get("missing")),
-        Err(Error::NotFound { .. })
-    ));
+    assert!(matches!(Lock::create(&name), Err(Error::AlreadyExists { .. })));
+    assert!(matches!(Lock::open(&names.get("missing")), Err(Error::NotFound { .. })));
+    assert!(matches!(shmsync::unlink(&names.get("missing")), Err(Error::NotFound { .. })));
 }
 
 #[test]
@@ -90,23 +64,9 @@ fn another_kind_is_wrong_kind_with_a_message_naming_both() {
     let _s = serial();
     let rlock = RLock::new().unwrap();
     let err = Lock::open(rlock.name()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::WrongKind {
-                expected: "Lock",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::WrongKind { expected: "Lock", .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains(rlock.name())
-            && msg.contains("holds an RLock")
-            && msg.contains("opened as Lock"),
-        "{msg}"
-    );
+    assert!(msg.contains(rlock.name()) && msg.contains("holds an RLock") && msg.contains("opened as Lock"), "{msg}");
 }
 
 #[test]
@@ -150,9 +110,7 @@ fn an_all_zero_file_is_an_init_timeout_with_no_creator() {
     let name = names.get("x");
     write_file(&name, &[0u8; 4096]);
     match Lock::builder(&name).open_timeout(SHORT).open() {
-        Err(Error::InitTimeout {
-            creator_pid: None, ..
-        }) => {}
+        Err(Error::InitTimeout { creator_pid: None, .. }) => {}
         other => panic!("{other:?}"),
     }
     shmsync::unlink(&name).unwrap();
@@ -166,10 +124,7 @@ fn an_empty_file_is_an_init_timeout() {
     write_file(&name, &[]);
     assert!(matches!(
         Lock::builder(&name).open_timeout(SHORT).open(),
-        Err(Error::InitTimeout {
-            creator_pid: None,
-            ..
-        })
+        Err(Error::InitTimeout { creator_pid: None, .. })
     ));
     shmsync::unlink(&name).unwrap();
 }
@@ -180,10 +135,7 @@ fn a_file_shorter_than_the_header_is_corrupt() {
     let names = Names::new("short");
     let name = names.get("x");
     write_file(&name, b"SHMSYNC\0 too short");
-    assert!(matches!(
-        Lock::builder(&name).open_timeout(SHORT).open(),
-        Err(Error::Corrupt { .. })
-    ));
+    assert!(matches!(Lock::builder(&name).open_timeout(SHORT).open(), Err(Error::Corrupt { .. })));
     shmsync::unlink(&name).unwrap();
 }
 
@@ -203,18 +155,12 @@ fn random_bytes_are_corrupt() {
         })
         .collect();
     write_file(&name, &bytes);
-    assert!(matches!(
-        Lock::builder(&name).open_timeout(SHORT).open(),
-        Err(Error::Corrupt { .. })
-    ));
+    assert!(matches!(Lock::builder(&name).open_timeout(SHORT).open(), Err(Error::Corrupt { .. })));
     // A ready state word with a wrong magic is corrupt too.
     let mut ready = vec![0u8; 4096];
     ready[48..52].copy_from_slice(&2u32.to_ne_bytes());
     write_file(&name, &ready);
-    assert!(matches!(
-        Lock::builder(&name).open_timeout(SHORT).open(),
-        Err(Error::Corrupt { .. })
-    ));
+    assert!(matches!(Lock::builder(&name).open_timeout(SHORT).open(), Err(Error::Corrupt { .. })));
     shmsync::unlink(&name).unwrap();
 }
 
@@ -228,16 +174,8 @@ fn a_creator_that_died_mid_initialisation_is_named_in_the_error() {
     child.wait();
     write_file(&name, &half_initialised(dead));
     // The timeout is long; the dead creator is noticed well before it.
-    match Lock::builder(&name)
-        .open_timeout(Duration::from_secs(20))
-        .open()
-    {
-        Err(
-            e @ Error::InitTimeout {
-                creator_alive: false,
-                ..
-            },
-        ) => {
+    match Lock::builder(&name).open_timeout(Duration::from_secs(20)).open() {
+        Err(e @ Error::InitTimeout { creator_alive: false, .. }) => {
             assert!(matches!(e, Error::InitTimeout { creator_pid: Some(p), .. } if p == dead));
             assert!(e.to_string().contains(&dead.to_string()), "{e}");
         }
@@ -245,13 +183,8 @@ fn a_creator_that_died_mid_initialisation_is_named_in_the_error() {
     }
     // open_or_create reports the same instead of hanging.
     assert!(matches!(
-        Lock::builder(&name)
-            .open_timeout(Duration::from_secs(20))
-            .open_or_create(),
-        Err(Error::InitTimeout {
-            creator_alive: false,
-            ..
-        })
+        Lock::builder(&name).open_timeout(Duration::from_secs(20)).open_or_create(),
+        Err(Error::InitTimeout { creator_alive: false, .. })
     ));
     shmsync::unlink(&name).unwrap();
 }
@@ -264,10 +197,7 @@ fn a_live_but_slow_creator_times_the_opener_out() {
     write_file(&name, &half_initialised(std::process::id()));
     assert!(matches!(
         Lock::builder(&name).open_timeout(SHORT).open(),
-        Err(Error::InitTimeout {
-            creator_alive: true,
-            ..
-        })
+        Err(Error::InitTimeout { creator_alive: true, .. })
     ));
     shmsync::unlink(&name).unwrap();
 }
@@ -277,16 +207,9 @@ fn a_mode_that_shuts_the_caller_out_is_permission_denied() {
     let _s = serial();
     let names = Names::new("mode");
     let name = names.get("x");
-    let lock = Lock::builder(&name)
-        .mode(0o600)
-        .unlink_on_drop(true)
-        .create()
-        .unwrap();
+    let lock = Lock::builder(&name).mode(0o600).unlink_on_drop(true).create().unwrap();
     let meta = std::fs::metadata(format!("/dev/shm/{name}")).unwrap();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
-        0o600
-    );
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
     let opener = || match Lock::open(&name) {
         Err(Error::PermissionDenied { .. }) => 0,
         other => {
@@ -306,15 +229,8 @@ fn a_mode_that_shuts_the_caller_out_is_permission_denied() {
         })
         .expect_success();
     } else {
-        let closed = Lock::builder(&names.get("closed"))
-            .mode(0o000)
-            .unlink_on_drop(true)
-            .create()
-            .unwrap();
-        assert!(matches!(
-            Lock::open(closed.name()),
-            Err(Error::PermissionDenied { .. })
-        ));
+        let closed = Lock::builder(&names.get("closed")).mode(0o000).unlink_on_drop(true).create().unwrap();
+        assert!(matches!(Lock::open(closed.name()), Err(Error::PermissionDenied { .. })));
     }
     drop(lock);
 }
@@ -323,10 +239,7 @@ fn a_mode_that_shuts_the_caller_out_is_permission_denied() {
 fn a_mode_with_bits_outside_0o777_is_invalid() {
     let _s = serial();
     let names = Names::new("badmode");
-    assert!(matches!(
-        Lock::builder(&names.get("x")).mode(0o4755).create(),
-        Err(Error::InvalidArgument { .. })
-    ));
+    assert!(matches!(Lock::builder(&names.get("x")).mode(0o4755).create(), Err(Error::InvalidArgument { .. })));
 }
 
 #[test]
@@ -337,22 +250,8 @@ fn a_full_dev_shm_fails_at_create_never_with_sigbus() {
     let mut child = fork(|| {
         use nix::mount::{mount, MsFlags};
         if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_err()
-            || mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .is_err()
-            || mount(
-                Some("tmpfs"),
-                "/dev/shm",
-                Some("tmpfs"),
-                MsFlags::empty(),
-                Some("size=64k"),
-            )
-            .is_err()
+            || mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).is_err()
+            || mount(Some("tmpfs"), "/dev/shm", Some("tmpfs"), MsFlags::empty(), Some("size=64k")).is_err()
         {
             return 2; // not permitted here
         }

@@ -18,15 +18,13 @@ pub struct LockGuard<'a> {
 }
 
 impl<'a> LockGuard<'a> {
+    #[inline]
     fn new(lock: &'a Robust) -> LockGuard<'a> {
-        LockGuard {
-            lock,
-            panicking: std::thread::panicking(),
-            _not_send: PhantomData,
-        }
+        LockGuard { lock, panicking: std::thread::panicking(), _not_send: PhantomData }
     }
 
     /// The guard for a blocking lock call.
+    #[inline]
     pub(crate) fn wrap(lock: &'a Robust, how: Locked) -> LockResult<LockGuard<'a>> {
         let guard = LockGuard::new(lock);
         match how {
@@ -45,6 +43,7 @@ impl<'a> LockGuard<'a> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.panicking && std::thread::panicking() {
             self.lock.poison();

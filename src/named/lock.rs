@@ -19,9 +19,10 @@ macro_rules! named_lock {
             type Params = ();
             const KIND: Kind = $kind;
 
-            unsafe fn init(object: *mut $raw, _: &()) {
+            unsafe fn init(object: *mut $raw, _: &()) -> crate::Result<()> {
                 // SAFETY: forwarded from the caller of Layout::init.
-                unsafe { $raw::init(object) }
+                unsafe { $raw::init(object) };
+                Ok(())
             }
         }
 

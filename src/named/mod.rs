@@ -58,11 +58,7 @@ where
     K::Params: Default,
 {
     pub(crate) fn new(name: &str) -> Builder<K> {
-        Builder {
-            opts: Options::new(name),
-            params: K::Params::default(),
-            _kind: PhantomData,
-        }
+        Builder { opts: Options::new(name), params: K::Params::default(), _kind: PhantomData }
     }
 }
 
@@ -122,9 +118,7 @@ impl<K: NamedObject> Builder<K> {
                 done => return done.map(K::from_segment),
             }
         }
-        Err(Error::AlreadyExists {
-            name: self.opts.name,
-        })
+        Err(Error::AlreadyExists { name: self.opts.name })
     }
 }
 

@@ -64,17 +64,15 @@ impl Robust {
         }
     }
 
+    #[inline]
     fn mutex(&self) -> *mut libc::pthread_mutex_t {
         self.mutex.get()
     }
 
+    #[inline]
     fn after(&self, how: Acquire, what: &str) -> Option<Locked> {
         match how {
-            Acquire::Acquired => Some(if self.is_poisoned() {
-                Locked::Poisoned
-            } else {
-                Locked::Clean
-            }),
+            Acquire::Acquired => Some(if self.is_poisoned() { Locked::Poisoned } else { Locked::Clean }),
             Acquire::OwnerDied => {
                 // Relaxed is enough: we hold the mutex, whose unlock/lock pairs
                 // order this store for the next holder in any process.
@@ -86,14 +84,15 @@ impl Robust {
         }
     }
 
+    #[inline]
     fn lock(&self, what: &str) -> Locked {
         // SAFETY: `self` is a reference to an initialised lock (the type's
         // contract), so the mutex is initialised and mapped for the call.
         let how = unsafe { pthread::lock(self.mutex()) };
-        self.after(how, what)
-            .unwrap_or_else(|| crate::sys::fail("pthread_mutex_lock", libc::EBUSY))
+        self.after(how, what).unwrap_or_else(|| crate::sys::fail("pthread_mutex_lock", libc::EBUSY))
     }
 
+    #[inline]
     fn try_lock(&self) -> Option<Locked> {
         // SAFETY: as in `lock`.
         match unsafe { pthread::try_lock(self.mutex()) } {
@@ -127,6 +126,7 @@ impl Robust {
         unsafe { pthread::owner(self.mutex()) }
     }
 
+    #[inline]
     fn is_poisoned(&self) -> bool {
         // Relaxed: a hint, as std's is; holders read it under the mutex.
         self.poisoned.load(Ordering::Relaxed) == POISONED

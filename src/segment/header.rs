@@ -58,15 +58,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
-        Kind::Lock,
-        Kind::RLock,
-        Kind::Event,
-        Kind::Condition,
-        Kind::Semaphore,
-        Kind::BoundedSemaphore,
-        Kind::Barrier,
-    ];
+    const ALL: [Kind; 7] =
+        [Kind::Lock, Kind::RLock, Kind::Event, Kind::Condition, Kind::Semaphore, Kind::BoundedSemaphore, Kind::Barrier];
 
     /// The kind with this number, if any.
     pub fn from_u32(n: u32) -> Option<Kind> {
@@ -90,11 +83,7 @@ impl Kind {
     pub fn described(self) -> String {
         let name = self.name();
         // By sound: "an Event", "an RLock" ("ar-lock"), "a Lock".
-        let article = if name.starts_with(['A', 'E', 'I', 'O', 'U', 'R']) {
-            "an"
-        } else {
-            "a"
-        };
+        let article = if name.starts_with(['A', 'E', 'I', 'O', 'U', 'R']) { "an" } else { "a" };
         format!("{article} {name}")
     }
 }

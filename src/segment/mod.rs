@@ -51,12 +51,13 @@ pub trait Layout {
     /// The kind recorded in the header.
     const KIND: Kind;
 
-    /// Initialises the object in place.
+    /// Initialises the object in place. An error here (parameters that
+    /// `validate` let through) removes the new segment again.
     ///
     /// # Safety
     /// `object` is valid for writes of `Self::Object`, aligned, and not yet
     /// visible to any other thread or process.
-    unsafe fn init(object: *mut Self::Object, params: &Self::Params);
+    unsafe fn init(object: *mut Self::Object, params: &Self::Params) -> Result<()>;
 
     /// Rejects parameters the object cannot take, before anything is created.
     fn validate(_name: &str, _params: &Self::Params) -> Result<()> {
@@ -125,6 +126,7 @@ impl<T> Segment<T> {
     }
 
     /// The object after the header.
+    #[inline]
     pub fn object(&self) -> &T {
         // SAFETY: a Segment<T> is only returned by `create` (which wrote the
         // object) or by `open` (which checked kind, layout and size), so a
@@ -145,10 +147,7 @@ impl<T> Drop for Segment<T> {
         if self.unlinker == Some(proc::pid()) {
             match shm::unlink(&self.name) {
                 Ok(()) | Err(Errno::ENOENT) => {}
-                Err(e) => log::warn!(
-                    "shmsync: could not unlink segment '{}' on drop: {e}",
-                    self.name
-                ),
+                Err(e) => log::warn!("shmsync: could not unlink segment '{}' on drop: {e}", self.name),
             }
         }
     }
@@ -156,12 +155,7 @@ impl<T> Drop for Segment<T> {
 
 /// The segment size for `L`: header plus object, rounded up to whole pages.
 fn total_size<L: Layout>() -> usize {
-    const {
-        assert!(
-            align_of::<L::Object>() <= header::OBJECT_OFFSET,
-            "object alignment exceeds the header size"
-        )
-    };
+    const { assert!(align_of::<L::Object>() <= header::OBJECT_OFFSET, "object alignment exceeds the header size") };
     (header::OBJECT_OFFSET + size_of::<L::Object>()).next_multiple_of(shm::page_size())
 }
 
@@ -178,12 +172,7 @@ fn expected_fingerprint<L: Layout>() -> Fingerprint {
 
 fn map_file<T>(file: &File, len: usize, name: &str, unlinker: Option<u32>) -> Result<Segment<T>> {
     let map = shm::map(file, len).map_err(|e| Error::os("mmap", name, e))?;
-    Ok(Segment {
-        map,
-        name: name.to_string(),
-        unlinker,
-        _object: PhantomData,
-    })
+    Ok(Segment { map, name: name.to_string(), unlinker, _object: PhantomData })
 }
 
 /// Creates the segment; `AlreadyExists` if the name is taken.
@@ -198,17 +187,11 @@ pub fn create<L: Layout>(opts: &Options, params: &L::Params) -> Result<Segment<L
     L::validate(name, params)?;
     let len = total_size::<L>();
     let file = shm::create(name, opts.mode, len).map_err(|e| match e {
-        shm::CreateError::Open(Errno::EEXIST) => Error::AlreadyExists {
-            name: name.to_string(),
-        },
-        shm::CreateError::Open(Errno::EACCES) => Error::PermissionDenied {
-            name: name.to_string(),
-        },
-        shm::CreateError::Open(Errno::ENOSPC)
-        | shm::CreateError::Setup(Errno::ENOSPC | Errno::EFBIG) => Error::NoSpace {
-            name: name.to_string(),
-            bytes: len,
-        },
+        shm::CreateError::Open(Errno::EEXIST) => Error::AlreadyExists { name: name.to_string() },
+        shm::CreateError::Open(Errno::EACCES) => Error::PermissionDenied { name: name.to_string() },
+        shm::CreateError::Open(Errno::ENOSPC) | shm::CreateError::Setup(Errno::ENOSPC | Errno::EFBIG) => {
+            Error::NoSpace { name: name.to_string(), bytes: len }
+        }
         shm::CreateError::Open(e) => Error::os("shm_open", name, e),
         shm::CreateError::Setup(e) => Error::os("posix_fallocate", name, e),
     })?;
@@ -239,10 +222,14 @@ pub fn create<L: Layout>(opts: &Options, params: &L::Params) -> Result<Segment<L
         (&raw mut (*h).object_size).write(fp.object_size);
         (&raw mut (*h).object_align).write(fp.object_align);
         (&raw mut (*h).type_hash).write(fp.type_hash);
-        L::init(
-            seg.map.as_mut_ptr().add(header::OBJECT_OFFSET).cast(),
-            params,
-        );
+    }
+    // SAFETY: the object area starts at OBJECT_OFFSET, inside the mapping
+    // (total_size covers it) and aligned for the object (total_size asserts
+    // the alignment divides the offset); nobody else reads it before READY.
+    let init = unsafe { L::init(seg.map.as_mut_ptr().add(header::OBJECT_OFFSET).cast(), params) };
+    if let Err(e) = init {
+        let _ = shm::unlink(name);
+        return Err(e);
     }
     // Release: an opener that reads READY with Acquire sees the header and the
     // object fully written.
@@ -257,12 +244,8 @@ pub fn open<L: Layout>(opts: &Options) -> Result<Segment<L::Object>> {
     let name = name::validate(&opts.name)?;
     let deadline = Deadline::after(opts.open_timeout);
     let file = shm::open(name).map_err(|e| match e {
-        Errno::ENOENT => Error::NotFound {
-            name: name.to_string(),
-        },
-        Errno::EACCES | Errno::EPERM => Error::PermissionDenied {
-            name: name.to_string(),
-        },
+        Errno::ENOENT => Error::NotFound { name: name.to_string() },
+        Errno::EACCES | Errno::EPERM => Error::PermissionDenied { name: name.to_string() },
         e => Error::os("shm_open", name, e),
     })?;
     let size = wait_for_size(&file, name, &deadline, opts.open_timeout)?;
@@ -287,21 +270,15 @@ pub fn open_or_create<L: Layout>(opts: &Options, params: &L::Params) -> Result<S
             done => return done,
         }
     }
-    Err(last.unwrap_or_else(|| Error::NotFound {
-        name: opts.name.clone(),
-    }))
+    Err(last.unwrap_or_else(|| Error::NotFound { name: opts.name.clone() }))
 }
 
 /// Removes a segment's name. Handles that are open keep working.
 pub fn unlink(name: &str) -> Result<()> {
     let name = name::validate(name)?;
     shm::unlink(name).map_err(|e| match e {
-        Errno::ENOENT => Error::NotFound {
-            name: name.to_string(),
-        },
-        Errno::EACCES | Errno::EPERM => Error::PermissionDenied {
-            name: name.to_string(),
-        },
+        Errno::ENOENT => Error::NotFound { name: name.to_string() },
+        Errno::EACCES | Errno::EPERM => Error::PermissionDenied { name: name.to_string() },
         e => Error::os("shm_unlink", name, e),
     })
 }
@@ -325,19 +302,11 @@ fn wait_for_size(file: &File, name: &str, deadline: &Deadline, waited: Duration)
             // never made by shmsync.
             return Err(Error::Corrupt {
                 name: name.to_string(),
-                detail: format!(
-                    "it is {size} bytes, shorter than the {}-byte header",
-                    header::OBJECT_OFFSET
-                ),
+                detail: format!("it is {size} bytes, shorter than the {}-byte header", header::OBJECT_OFFSET),
             });
         }
         if deadline.has_passed() {
-            return Err(Error::InitTimeout {
-                name: name.to_string(),
-                creator_pid: None,
-                creator_alive: false,
-                waited,
-            });
+            return Err(Error::InitTimeout { name: name.to_string(), creator_pid: None, creator_alive: false, waited });
         }
         std::thread::sleep(pause.min(deadline.remaining()));
         pause = (pause * 2).min(Duration::from_millis(10));
@@ -379,14 +348,8 @@ fn wait_ready(h: &Header, name: &str, deadline: &Deadline, waited: Duration) -> 
 
 /// Checks a READY header against what `L` expects and what `fstat` said.
 fn check<L: Layout>(h: &Header, size: usize, name: &str) -> Result<()> {
-    let corrupt = |detail: String| Error::Corrupt {
-        name: name.to_string(),
-        detail,
-    };
-    let incompatible = |detail: String| Error::IncompatibleLayout {
-        name: name.to_string(),
-        detail,
-    };
+    let corrupt = |detail: String| Error::Corrupt { name: name.to_string(), detail };
+    let incompatible = |detail: String| Error::IncompatibleLayout { name: name.to_string(), detail };
     if h.magic != header::MAGIC {
         return Err(corrupt("it does not start with the shmsync magic".into()));
     }
@@ -400,20 +363,14 @@ fn check<L: Layout>(h: &Header, size: usize, name: &str) -> Result<()> {
     match Kind::from_u32(h.kind) {
         None => return Err(corrupt(format!("unknown object kind {}", h.kind))),
         Some(k) if k != L::KIND => {
-            return Err(Error::WrongKind {
-                name: name.to_string(),
-                expected: L::KIND.name(),
-                found: k.described(),
-            })
+            return Err(Error::WrongKind { name: name.to_string(), expected: L::KIND.name(), found: k.described() })
         }
         Some(_) => {}
     }
     let want = expected_fingerprint::<L>();
     let got = h.fingerprint();
     if got != want {
-        return Err(incompatible(format!(
-            "segment {got:?}, this build expects {want:?}"
-        )));
+        return Err(incompatible(format!("segment {got:?}, this build expects {want:?}")));
     }
     let expected_size = total_size::<L>();
     if h.total_size != size as u64 || size != expected_size {

@@ -19,10 +19,7 @@ pub fn validate(name: &str) -> Result<&str> {
         Some("it is longer than 200 bytes")
     } else if bare == "." || bare == ".." {
         Some("'.' and '..' are reserved")
-    } else if let Some(c) = bare
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    } else if let Some(c) = bare.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
         Some(match c {
             '/' => "it contains '/' after the first character",
             '\0' => "it contains a NUL byte",
@@ -35,10 +32,7 @@ pub fn validate(name: &str) -> Result<&str> {
     };
     match reason {
         None => Ok(bare),
-        Some(reason) => Err(Error::InvalidName {
-            name: name.to_string(),
-            reason,
-        }),
+        Some(reason) => Err(Error::InvalidName { name: name.to_string(), reason }),
     }
 }
 
@@ -48,10 +42,8 @@ pub fn validate(name: &str) -> Result<&str> {
 pub fn generate() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("shmsync.{}.{nanos:08x}.{n}", std::process::id())
 }
 
@@ -71,20 +63,7 @@ mod tests {
     #[test]
     fn rejects_bad_names_with_a_reason() {
         let long = "x".repeat(201);
-        for bad in [
-            "",
-            "/",
-            ".",
-            "..",
-            "/..",
-            "a/b",
-            "//a",
-            "a b",
-            "a\0b",
-            "é",
-            "a*",
-            long.as_str(),
-        ] {
+        for bad in ["", "/", ".", "..", "/..", "a/b", "//a", "a b", "a\0b", "é", "a*", long.as_str()] {
             match validate(bad) {
                 Err(Error::InvalidName { name, .. }) => assert_eq!(name, bad),
                 other => panic!("{bad:?} gave {other:?}"),

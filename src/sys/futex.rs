@@ -21,9 +21,7 @@ use super::time::Deadline;
 /// own condition either way. `EINTR` is retried with the same absolute
 /// deadline, so a signal never extends the wait.
 pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<&Deadline>) -> bool {
-    let timeout = deadline.map_or(std::ptr::null(), |d| {
-        d.as_timespec() as *const libc::timespec
-    });
+    let timeout = deadline.map_or(std::ptr::null(), |d| d.as_timespec() as *const libc::timespec);
     loop {
         // SAFETY: `word` is a live reference to a 4-byte aligned AtomicU32, so
         // the kernel reads a valid futex word; it lives in a mapping the caller
@@ -89,11 +87,7 @@ mod tests {
     #[test]
     fn wait_times_out() {
         let w = AtomicU32::new(0);
-        assert!(!wait(
-            &w,
-            0,
-            Some(&Deadline::after(Duration::from_millis(10)))
-        ));
+        assert!(!wait(&w, 0, Some(&Deadline::after(Duration::from_millis(10)))));
     }
 
     #[test]

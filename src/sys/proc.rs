@@ -31,9 +31,30 @@ fn is_zombie(pid: u32) -> bool {
     // name before it may itself contain ')'.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-        })
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])))
         .unwrap_or(false)
+}
+
+/// Whether the calling thread may run on more than one CPU (its affinity
+/// mask), i.e. whether a peer could be running at the same moment, which is
+/// when spinning can pay. Cached per thread and process: a forked child
+/// checks again.
+pub fn can_run_in_parallel() -> bool {
+    use std::cell::Cell;
+    thread_local! {
+        // (pid the answer was computed in, answer)
+        static CACHE: Cell<(u32, bool)> = const { Cell::new((0, true)) };
+    }
+    let me = pid();
+    CACHE.with(|c| {
+        let (cached_pid, answer) = c.get();
+        if cached_pid == me {
+            return answer;
+        }
+        let answer = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .map(|set| (0..nix::sched::CpuSet::count()).filter(|&i| set.is_set(i).unwrap_or(false)).nth(1).is_some())
+            .unwrap_or(true);
+        c.set((me, answer));
+        answer
+    })
 }

@@ -72,9 +72,7 @@ fn check(call: &str, rc: i32) {
 pub unsafe fn init(mutex: *mut libc::pthread_mutex_t, kind: Kind) {
     let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
     // SAFETY: `attr` is writable storage for an attribute object.
-    check("pthread_mutexattr_init", unsafe {
-        libc::pthread_mutexattr_init(attr.as_mut_ptr())
-    });
+    check("pthread_mutexattr_init", unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) });
     let mut attr = AttrGuard(attr);
     let ty = match kind {
         Kind::ErrorCheck => libc::PTHREAD_MUTEX_ERRORCHECK,
@@ -82,9 +80,7 @@ pub unsafe fn init(mutex: *mut libc::pthread_mutex_t, kind: Kind) {
     };
     // SAFETY: `attr` was initialised above and is destroyed by its guard;
     // the values passed here and below are the documented constants.
-    check("pthread_mutexattr_settype", unsafe {
-        libc::pthread_mutexattr_settype(attr.as_mut_ptr(), ty)
-    });
+    check("pthread_mutexattr_settype", unsafe { libc::pthread_mutexattr_settype(attr.as_mut_ptr(), ty) });
     // SAFETY: as above.
     check("pthread_mutexattr_setpshared", unsafe {
         libc::pthread_mutexattr_setpshared(attr.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED)
@@ -95,9 +91,7 @@ pub unsafe fn init(mutex: *mut libc::pthread_mutex_t, kind: Kind) {
     });
     // SAFETY: the caller guarantees `mutex` is valid, aligned and unused;
     // `attr` is initialised.
-    check("pthread_mutex_init", unsafe {
-        libc::pthread_mutex_init(mutex, attr.as_mut_ptr())
-    });
+    check("pthread_mutex_init", unsafe { libc::pthread_mutex_init(mutex, attr.as_mut_ptr()) });
 }
 
 /// Turns a lock call's return code into an [`Acquire`], making a mutex whose
@@ -105,15 +99,14 @@ pub unsafe fn init(mutex: *mut libc::pthread_mutex_t, kind: Kind) {
 ///
 /// # Safety
 /// `mutex` must point to a mutex initialised by [`init`], in live memory.
+#[inline]
 unsafe fn outcome(call: &str, mutex: *mut libc::pthread_mutex_t, rc: i32) -> Acquire {
     match rc {
         0 => Acquire::Acquired,
         libc::EOWNERDEAD => {
             // SAFETY: the caller holds the mutex (EOWNERDEAD means it was
             // acquired), which is what pthread_mutex_consistent requires.
-            check("pthread_mutex_consistent", unsafe {
-                libc::pthread_mutex_consistent(mutex)
-            });
+            check("pthread_mutex_consistent", unsafe { libc::pthread_mutex_consistent(mutex) });
             Acquire::OwnerDied
         }
         libc::EBUSY | libc::ETIMEDOUT => Acquire::WouldBlock,
@@ -127,6 +120,7 @@ unsafe fn outcome(call: &str, mutex: *mut libc::pthread_mutex_t, rc: i32) -> Acq
 /// # Safety
 /// `mutex` must point to a mutex initialised by [`init`], in memory that stays
 /// mapped for as long as the caller holds it.
+#[inline]
 pub unsafe fn lock(mutex: *mut libc::pthread_mutex_t) -> Acquire {
     // SAFETY: the caller guarantees `mutex` is an initialised, mapped mutex.
     let rc = unsafe { libc::pthread_mutex_lock(mutex) };
@@ -138,6 +132,7 @@ pub unsafe fn lock(mutex: *mut libc::pthread_mutex_t) -> Acquire {
 ///
 /// # Safety
 /// As for [`lock`].
+#[inline]
 pub unsafe fn try_lock(mutex: *mut libc::pthread_mutex_t) -> Acquire {
     // SAFETY: the caller guarantees `mutex` is an initialised, mapped mutex.
     let rc = unsafe { libc::pthread_mutex_trylock(mutex) };
@@ -165,17 +160,13 @@ pub unsafe fn lock_until(mutex: *mut libc::pthread_mutex_t, deadline: &Deadline)
     #[cfg(target_env = "gnu")]
     // SAFETY: the caller guarantees `mutex` is initialised and mapped; the
     // deadline is a normalised CLOCK_MONOTONIC timespec that outlives the call.
-    let rc =
-        unsafe { pthread_mutex_clocklock(mutex, libc::CLOCK_MONOTONIC, deadline.as_timespec()) };
+    let rc = unsafe { pthread_mutex_clocklock(mutex, libc::CLOCK_MONOTONIC, deadline.as_timespec()) };
     #[cfg(not(target_env = "gnu"))]
     // SAFETY: as above; without clocklock, the monotonic deadline is turned
     // into a wall-clock one at the start of the wait.
     let rc = unsafe {
         let left = deadline.remaining();
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
         let mut abs = libc::timespec {
             tv_sec: now.tv_sec.saturating_add(left.as_secs() as libc::time_t),
@@ -196,6 +187,7 @@ pub unsafe fn lock_until(mutex: *mut libc::pthread_mutex_t, deadline: &Deadline)
 /// # Safety
 /// `mutex` must point to a mutex initialised by [`init`], held by the calling
 /// thread.
+#[inline]
 pub unsafe fn unlock(mutex: *mut libc::pthread_mutex_t) {
     // SAFETY: the caller guarantees the mutex is initialised, mapped and held
     // by this thread. Robust mutexes check ownership, so a violation shows up as
@@ -272,9 +264,7 @@ mod tests {
         let m = std::sync::Arc::new(new(Kind::ErrorCheck));
         let m2 = std::sync::Arc::clone(&m);
         // SAFETY: as above; the thread exits holding the lock on purpose.
-        std::thread::spawn(move || unsafe { assert_eq!(lock(m2.0.get()), Acquire::Acquired) })
-            .join()
-            .unwrap();
+        std::thread::spawn(move || unsafe { assert_eq!(lock(m2.0.get()), Acquire::Acquired) }).join().unwrap();
         // SAFETY: as above.
         unsafe {
             let d = Deadline::after(std::time::Duration::from_secs(5));

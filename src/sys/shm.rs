@@ -57,11 +57,7 @@ pub fn create(name: &str, mode: u32, len: usize) -> Result<File, CreateError> {
 
 /// Opens an existing shared memory object for reading and writing.
 pub fn open(name: &str) -> Result<File, Errno> {
-    let fd: OwnedFd = nix::sys::mman::shm_open(
-        path(name).as_str(),
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd: OwnedFd = nix::sys::mman::shm_open(path(name).as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
     Ok(File::from(fd))
 }
 

@@ -17,18 +17,12 @@ pub struct Deadline {
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
 fn now() -> libc::timespec {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC is always
     // supported on Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     if rc != 0 {
-        super::fail(
-            "clock_gettime(CLOCK_MONOTONIC)",
-            nix::errno::Errno::last_raw(),
-        );
+        super::fail("clock_gettime(CLOCK_MONOTONIC)", nix::errno::Errno::last_raw());
     }
     ts
 }
@@ -46,9 +40,7 @@ impl Deadline {
             tv_nsec -= NANOS_PER_SEC;
             tv_sec = tv_sec.saturating_add(1);
         }
-        Deadline {
-            ts: libc::timespec { tv_sec, tv_nsec },
-        }
+        Deadline { ts: libc::timespec { tv_sec, tv_nsec } }
     }
 
     /// The absolute time, for the kernel.
@@ -59,8 +51,7 @@ impl Deadline {
     /// The time left until the deadline; zero once it has passed.
     pub fn remaining(&self) -> Duration {
         let now = now();
-        let nanos = (i128::from(self.ts.tv_sec) - i128::from(now.tv_sec))
-            * i128::from(NANOS_PER_SEC)
+        let nanos = (i128::from(self.ts.tv_sec) - i128::from(now.tv_sec)) * i128::from(NANOS_PER_SEC)
             + i128::from(self.ts.tv_nsec - now.tv_nsec);
         if nanos <= 0 {
             Duration::ZERO

@@ -56,10 +56,7 @@ pub fn fork<F: FnOnce() -> i32>(f: F) -> Child {
             // exit handlers or destructors, which belong to the parent.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { child } => Child {
-            pid: child,
-            reaped: false,
-        },
+        ForkResult::Parent { child } => Child { pid: child, reaped: false },
     }
 }
 
@@ -87,10 +84,7 @@ impl Child {
             }
             if start.elapsed() > deadline {
                 self.kill();
-                panic!(
-                    "child {} did not finish within {deadline:?}; killed it",
-                    self.pid
-                );
+                panic!("child {} did not finish within {deadline:?}; killed it", self.pid);
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -197,9 +191,7 @@ pub struct Names {
 impl Names {
     /// Names for the test called `test`.
     pub fn new(test: &str) -> Names {
-        Names {
-            prefix: format!("shmsync-test.{}.{test}", std::process::id()),
-        }
+        Names { prefix: format!("shmsync-test.{}.{test}", std::process::id()) }
     }
 
     /// The name of segment `what`.
@@ -239,7 +231,7 @@ pub fn is_futex_sleeping(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    tasks.filter_map(|t| t.ok()).any(|t| {
-        std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.starts_with("futex"))
-    })
+    tasks
+        .filter_map(|t| t.ok())
+        .any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.starts_with("futex")))
 }
