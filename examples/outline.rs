@@ -9,13 +9,15 @@
 #[path = "lock.rs"]
 mod lock;
 
+/// One section's entry point.
+type Section = fn() -> Result<(), Box<dyn std::error::Error>>;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Children re-executed by a section run their role and stop here.
     if lock::child_role() {
         return Ok(());
     }
-    let sections: [(&str, fn() -> Result<(), Box<dyn std::error::Error>>); 1] =
-        [("Controlling access with Lock", lock::main)];
+    let sections: [(&str, Section); 1] = [("Controlling access with Lock", lock::main)];
     for (i, (title, run)) in sections.iter().enumerate() {
         println!("\n== {}. {title} ==", i + 1);
         run()?;

@@ -40,4 +40,8 @@ mod segment;
 mod sys;
 
 pub use error::{Error, Result};
-pub use named::{unlink, Builder, Lock, LockGuard, NamedObject, RLock, RLockGuard};
+pub use named::{
+    unlink, Barrier, BoundedSemaphore, Builder, Condition, ConditionGuard, Event, Lock, LockGuard, NamedObject, Permit,
+    RLock, RLockGuard, Semaphore, WaitTimeoutResult,
+};
+pub use raw::BarrierWaitResult;

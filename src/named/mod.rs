@@ -5,20 +5,28 @@
 //! `named_lifecycle!` macro below, which write each call once; the types
 //! themselves only add their own operations.
 
+mod barrier;
+mod condition;
+mod event;
 mod guard;
 mod lock;
+mod semaphore;
 
 use std::marker::PhantomData;
 use std::time::Duration;
 
+pub use barrier::Barrier;
+pub use condition::{Condition, ConditionGuard, WaitTimeoutResult};
+pub use event::Event;
 pub use guard::LockGuard;
 pub use lock::{Lock, RLock, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Permit, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::segment::{self, Layout, Options};
 
-/// A named object type: one of [`Lock`], [`RLock`], and the other types in
-/// the crate root. Sealed: implemented only inside shmsync.
+/// A named object type: [`Lock`], [`RLock`], [`Event`], [`Condition`],
+/// [`Semaphore`], [`BoundedSemaphore`] or [`Barrier`]. Sealed: implemented only inside shmsync.
 pub trait NamedObject: Layout + Sized + private::FromSegment {}
 
 mod private {
@@ -84,6 +92,10 @@ impl<K: NamedObject> Builder<K> {
     pub fn unlink_on_drop(mut self, unlink: bool) -> Self {
         self.opts.unlink_on_drop = unlink;
         self
+    }
+
+    pub(crate) fn params_mut(&mut self) -> &mut K::Params {
+        &mut self.params
     }
 
     /// Creates the object. [`Error::AlreadyExists`] if the name is taken.

@@ -13,7 +13,16 @@
 //! so waiters and wakers may be in different processes and may map the memory
 //! at different addresses.
 
+mod barrier;
+mod condition;
+mod event;
 mod lock;
+mod semaphore;
+mod spin;
 
+pub use barrier::{BarrierWaitResult, Broken, RawBarrier, MAX_PARTIES};
+pub use condition::RawCondition;
+pub use event::RawEvent;
 pub(crate) use lock::Robust;
 pub use lock::{Locked, RawLock, RawRLock};
+pub use semaphore::{AtMaximum, RawSemaphore, MAX_VALUE};
