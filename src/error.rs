@@ -116,6 +116,22 @@ pub enum Error {
         name: String,
     },
 
+    /// A `Process` was asked to do something that needs it started first.
+    #[error("process '{name}' has not been started; call start() before {action}()")]
+    ProcessNotStarted {
+        /// The process's name.
+        name: String,
+        /// What was asked.
+        action: String,
+    },
+
+    /// `start` was called on a `Process` a second time.
+    #[error("process '{name}' was already started; a Process can be started only once, so make a new one")]
+    ProcessAlreadyStarted {
+        /// The process's name.
+        name: String,
+    },
+
     /// An operating system call failed in a way no other variant describes.
     #[error("{op} failed for '{name}': {source}")]
     Os {

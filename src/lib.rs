@@ -35,6 +35,7 @@ compile_error!("shmsync supports Linux only: it needs robust futex lists, shared
 
 mod error;
 mod named;
+pub mod process;
 pub mod raw;
 mod segment;
 mod sys;
@@ -44,4 +45,5 @@ pub use named::{
     unlink, Barrier, BoundedSemaphore, Builder, Condition, ConditionGuard, Event, Lock, LockGuard, NamedObject, Permit,
     RLock, RLockGuard, Semaphore, WaitTimeoutResult,
 };
+pub use process::{current, log_to_stderr, Process, Run};
 pub use raw::BarrierWaitResult;

@@ -10,8 +10,11 @@
 //! - [`pthread`]: the robust, process-shared pthread mutex.
 //! - [`shm`]: `shm_open`, `fstat`, `posix_fallocate`, `fchmod`, `shm_unlink`,
 //!   and mapping through memmap2.
-//! - [`proc`]: process facts (pid, tid, liveness).
+//! - [`proc`]: process facts (pid, tid, liveness, CPU affinity).
+//! - [`child`]: fork, `_exit`, the parent-death signal, `atexit`, waiting
+//!   on a child with a deadline.
 
+pub(crate) mod child;
 pub(crate) mod futex;
 pub(crate) mod proc;
 pub(crate) mod pthread;
