@@ -26,14 +26,14 @@ pub(crate) use report;
 
 mod children;
 mod identity;
+mod launch;
 mod logging;
-mod process;
 mod spawn;
 
 use std::io::Write;
 
+pub use launch::{Outcome, Process, Run};
 pub use logging::log_to_stderr;
-pub use process::{Outcome, Process, Run};
 pub use spawn::{entries, entry, Entry};
 
 /// The current process, as [`current`] returns it.

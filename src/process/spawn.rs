@@ -9,7 +9,7 @@
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use super::{children, identity, report};
+use super::{children, identity};
 use crate::error::{Error, Result};
 
 const ENV: &str = "SHMSYNC_SPAWN";

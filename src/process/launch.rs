@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::{children, identity, report, spawn};
+use super::{children, identity, spawn};
 use crate::error::{Error, Result};
 use crate::sys::child::{self, Forked};
 use crate::sys::time::Deadline;
