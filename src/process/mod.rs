@@ -22,7 +22,6 @@ macro_rules! report {
         let _ = std::io::stderr().write_all(line.as_bytes());
     }};
 }
-pub(crate) use report;
 
 mod children;
 mod identity;
