@@ -16,13 +16,9 @@ struct State {
     value: AtomicU32,
 }
 
-/// Waits until every pid sleeps in a futex wait.
+/// Waits until every child sleeps in a futex wait.
 fn until_asleep(children: &[Child]) {
-    let start = Instant::now();
-    while !children.iter().all(|c| is_futex_sleeping(c.pid())) {
-        assert!(start.elapsed() < DEADLINE, "waiters never fell asleep");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    common::await_futex_sleep(&children.iter().map(Child::pid).collect::<Vec<_>>());
 }
 
 /// Waits until `counter` reaches `n`, then checks it stays there a moment.

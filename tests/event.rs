@@ -5,21 +5,13 @@ mod common;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{await_value, fork, is_futex_sleeping, serial, Shared, DEADLINE};
+use common::{await_futex_sleep, await_value, fork, serial, Shared, DEADLINE};
 use shmsync::Event;
 
 #[repr(C)]
 struct Flags {
     ready: AtomicU32,
     woken: AtomicU32,
-}
-
-fn until_asleep(pids: &[u32]) {
-    let start = Instant::now();
-    while !pids.iter().all(|&p| is_futex_sleeping(p)) {
-        assert!(start.elapsed() < DEADLINE, "waiters never fell asleep");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 #[test]
@@ -65,7 +57,7 @@ fn set_wakes_five_waiting_children() {
             })
         })
         .collect();
-    until_asleep(&children.iter().map(|c| c.pid()).collect::<Vec<_>>());
+    await_futex_sleep(&children.iter().map(|c| c.pid()).collect::<Vec<_>>());
     assert_eq!(flags.woken.load(Ordering::SeqCst), 0);
     ev.set();
     for c in children {
@@ -83,7 +75,7 @@ fn set_still_works_after_a_waiter_was_killed_mid_wait() {
         0
     });
     let survivor = fork(|| i32::from(!ev.wait_timeout(DEADLINE)));
-    until_asleep(&[victim.pid(), survivor.pid()]);
+    await_futex_sleep(&[victim.pid(), survivor.pid()]);
     victim.kill();
     ev.set();
     survivor.expect_success();
@@ -98,7 +90,7 @@ fn a_set_then_clear_pulse_still_wakes_sleepers() {
     let _s = serial();
     let ev = Event::new().unwrap();
     let waiter = fork(|| i32::from(!ev.wait_timeout(DEADLINE)));
-    until_asleep(&[waiter.pid()]);
+    await_futex_sleep(&[waiter.pid()]);
     ev.set();
     ev.clear();
     waiter.expect_success();

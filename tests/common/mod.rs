@@ -235,3 +235,12 @@ pub fn is_futex_sleeping(pid: u32) -> bool {
         .filter_map(|t| t.ok())
         .any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.starts_with("futex")))
 }
+
+/// Waits until each of `pids` has a thread asleep in a futex wait.
+pub fn await_futex_sleep(pids: &[u32]) {
+    let start = Instant::now();
+    while !pids.iter().all(|&p| is_futex_sleeping(p)) {
+        assert!(start.elapsed() < DEADLINE, "waiters never fell asleep");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
