@@ -41,7 +41,7 @@ impl<E: std::fmt::Debug> Outcome for std::result::Result<(), E> {
 /// `multiprocessing.Process`. Started with [`Process::from_run`], it is named
 /// `TypeName-N`.
 ///
-/// ```no_run
+/// ```
 /// use shmsync::{Process, Run};
 /// struct Worker;
 /// impl Run for Worker {
@@ -85,7 +85,7 @@ enum Method {
 /// shmsync logs a warning when it forks a multi-threaded process, as Python
 /// 3.12 does; the spawn start method has no such hazard.
 ///
-/// ```no_run
+/// ```
 /// use shmsync::Process;
 /// let p = Process::new(|| println!("Worker"));
 /// p.start()?;
