@@ -132,6 +132,78 @@ pub enum Error {
         name: String,
     },
 
+    /// The other end of a pipe or connection closed or died. Nothing was half
+    /// delivered.
+    #[error("the peer closed the connection or died; nothing more can be sent or received on it")]
+    Disconnected,
+
+    /// A message exceeds a size limit. Nothing was sent, or the oversized
+    /// frame was discarded; the channel stays usable.
+    #[error("a {len}-byte message exceeds the limit of {max} bytes; raise the limit or send smaller messages")]
+    TooLarge {
+        /// The message's size in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A message could not be encoded for sending.
+    #[error("the message cannot be encoded: {detail}; use serde types postcard supports (no untyped values)")]
+    Encode {
+        /// What postcard said.
+        detail: String,
+    },
+
+    /// A received message does not decode as the requested type (or leaves
+    /// bytes unread). The message is consumed; the channel stays usable.
+    #[error("a received message does not decode as the requested type: {detail}; use one message type per channel")]
+    Decode {
+        /// What postcard said.
+        detail: String,
+    },
+
+    /// A queue or dict has no room for the message or entry; nothing changed.
+    #[error("'{name}' is full; wait for room (put_timeout) or make it larger")]
+    Full {
+        /// The object's name.
+        name: String,
+    },
+
+    /// `task_done` was called more times than items were put.
+    #[error("task_done() called more times than items were put on '{name}'")]
+    TooManyTaskDone {
+        /// The queue's name.
+        name: String,
+    },
+
+    /// A pool task panicked; the worker survived.
+    #[error("task {index} failed: {message}")]
+    TaskFailed {
+        /// The item's index in the input.
+        index: usize,
+        /// The panic's message.
+        message: String,
+    },
+
+    /// A pool worker died while running a task; it has been replaced.
+    #[error("worker pid {pid} died running task {index}{}", signal.map(|s| format!(" (signal {s})")).unwrap_or_default())]
+    WorkerDied {
+        /// The worker's pid.
+        pid: u32,
+        /// The item's index in the input.
+        index: usize,
+        /// The signal that killed it, if one did.
+        signal: Option<i32>,
+    },
+
+    /// The pool was closed or terminated; it takes no more tasks.
+    #[error("the pool is closed; make a new Pool")]
+    PoolClosed,
+
+    /// `Pool::join` was called before `close` or `terminate`.
+    #[error("Pool::join called on a pool that is still open; call close() or terminate() first")]
+    PoolNotClosed,
+
     /// An operating system call failed in a way no other variant describes.
     #[error("{op} failed for '{name}': {source}")]
     Os {

@@ -33,6 +33,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmsync supports Linux only: it needs robust futex lists, shared futexes and /dev/shm.");
 
+pub mod data;
 mod error;
 mod named;
 pub mod process;
@@ -40,10 +41,11 @@ pub mod raw;
 mod segment;
 mod sys;
 
+pub use data::{pipe, pipe_oneway, Connection, Receiver, Sender};
 pub use error::{Error, Result};
 pub use named::{
-    unlink, Barrier, BoundedSemaphore, Builder, Condition, ConditionGuard, Event, Lock, LockGuard, NamedObject, Permit,
-    RLock, RLockGuard, Semaphore, WaitTimeoutResult,
+    unlink, Barrier, BoundedSemaphore, Builder, Condition, ConditionGuard, Event, Lock, LockGuard, Mutex, MutexGuard,
+    NamedObject, Permit, RLock, RLockGuard, Semaphore, WaitTimeoutResult,
 };
 pub use process::{current, log_to_stderr, Process, Run};
 pub use raw::BarrierWaitResult;

@@ -56,7 +56,7 @@ impl Layout for Barrier {
         Ok(())
     }
 
-    unsafe fn init(object: *mut RawBarrier, params: &BarrierParams) -> Result<()> {
+    unsafe fn init(object: *mut RawBarrier, _trailing: usize, params: &BarrierParams) -> Result<()> {
         // SAFETY: forwarded from the caller of Layout::init.
         unsafe { RawBarrier::init(object, params.parties) }
             .map_err(|detail| Error::InvalidArgument { name: String::new(), detail })

@@ -76,7 +76,7 @@ impl Layout for Condition {
     type Params = ();
     const KIND: Kind = Kind::Condition;
 
-    unsafe fn init(object: *mut RawCondition, _: &()) -> crate::Result<()> {
+    unsafe fn init(object: *mut RawCondition, _trailing: usize, _: &()) -> crate::Result<()> {
         // SAFETY: forwarded from the caller of Layout::init.
         unsafe { RawCondition::init(object) };
         Ok(())

@@ -31,7 +31,7 @@ impl Layout for Event {
     type Params = ();
     const KIND: Kind = Kind::Event;
 
-    unsafe fn init(object: *mut RawEvent, _: &()) -> crate::Result<()> {
+    unsafe fn init(object: *mut RawEvent, _trailing: usize, _: &()) -> crate::Result<()> {
         // SAFETY: forwarded from the caller of Layout::init.
         unsafe { RawEvent::init(object) };
         Ok(())

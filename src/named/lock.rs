@@ -19,7 +19,7 @@ macro_rules! named_lock {
             type Params = ();
             const KIND: Kind = $kind;
 
-            unsafe fn init(object: *mut $raw, _: &()) -> crate::Result<()> {
+            unsafe fn init(object: *mut $raw, _trailing: usize, _: &()) -> crate::Result<()> {
                 // SAFETY: forwarded from the caller of Layout::init.
                 unsafe { $raw::init(object) };
                 Ok(())

@@ -10,6 +10,7 @@ mod condition;
 mod event;
 mod guard;
 mod lock;
+mod mutex;
 mod semaphore;
 
 use std::marker::PhantomData;
@@ -20,6 +21,7 @@ pub use condition::{Condition, ConditionGuard, WaitTimeoutResult};
 pub use event::Event;
 pub use guard::LockGuard;
 pub use lock::{Lock, RLock, RLockGuard};
+pub use mutex::{Mutex, MutexGuard};
 pub use semaphore::{BoundedSemaphore, Permit, Semaphore};
 
 use crate::error::{Error, Result};

@@ -67,7 +67,7 @@ macro_rules! named_semaphore {
                 validate(name, params)
             }
 
-            unsafe fn init(object: *mut RawSemaphore, params: &SemaphoreParams) -> Result<()> {
+            unsafe fn init(object: *mut RawSemaphore, _trailing: usize, params: &SemaphoreParams) -> Result<()> {
                 let max = $bounded.then_some(params.value);
                 // SAFETY: forwarded from the caller of Layout::init.
                 unsafe { RawSemaphore::init(object, params.value, max) }

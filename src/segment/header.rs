@@ -55,11 +55,33 @@ pub enum Kind {
     BoundedSemaphore = 6,
     /// `Barrier`.
     Barrier = 7,
+    /// `Mutex<T>`.
+    Mutex = 8,
+    /// `Queue<T>`.
+    Queue = 9,
+    /// `JoinableQueue<T>`.
+    JoinableQueue = 10,
+    /// `Dict<K, V>`.
+    Dict = 11,
+    /// `Namespace`.
+    Namespace = 12,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] =
-        [Kind::Lock, Kind::RLock, Kind::Event, Kind::Condition, Kind::Semaphore, Kind::BoundedSemaphore, Kind::Barrier];
+    const ALL: [Kind; 12] = [
+        Kind::Lock,
+        Kind::RLock,
+        Kind::Event,
+        Kind::Condition,
+        Kind::Semaphore,
+        Kind::BoundedSemaphore,
+        Kind::Barrier,
+        Kind::Mutex,
+        Kind::Queue,
+        Kind::JoinableQueue,
+        Kind::Dict,
+        Kind::Namespace,
+    ];
 
     /// The kind with this number, if any.
     pub fn from_u32(n: u32) -> Option<Kind> {
@@ -76,6 +98,11 @@ impl Kind {
             Kind::Semaphore => "Semaphore",
             Kind::BoundedSemaphore => "BoundedSemaphore",
             Kind::Barrier => "Barrier",
+            Kind::Mutex => "Mutex",
+            Kind::Queue => "Queue",
+            Kind::JoinableQueue => "JoinableQueue",
+            Kind::Dict => "Dict",
+            Kind::Namespace => "Namespace",
         }
     }
 
@@ -86,6 +113,20 @@ impl Kind {
         let article = if name.starts_with(['A', 'E', 'I', 'O', 'U', 'R']) { "an" } else { "a" };
         format!("{article} {name}")
     }
+}
+
+/// A fingerprint of type `T` for the header: FNV-1a over its name, size and
+/// alignment. The name comes from `std::any::type_name`, which is stable for
+/// one compiler version only: processes sharing a typed segment must be
+/// built by the same compiler.
+pub fn type_hash<T: ?Sized>() -> u64 {
+    let name = std::any::type_name::<T>();
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 /// The memory layout facts two processes must agree on to share an object.
@@ -155,6 +196,12 @@ mod tests {
         assert_eq!(Kind::Event.described(), "an Event");
         assert_eq!(Kind::Lock.described(), "a Lock");
         assert_eq!(Kind::RLock.described(), "an RLock");
+    }
+
+    #[test]
+    fn type_hashes_tell_types_apart() {
+        assert_ne!(type_hash::<[i64; 4]>(), type_hash::<[u64; 4]>());
+        assert_eq!(type_hash::<u32>(), type_hash::<u32>());
     }
 
     #[test]

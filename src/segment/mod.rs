@@ -23,7 +23,7 @@ use std::time::Duration;
 use memmap2::MmapRaw;
 use nix::errno::Errno;
 
-pub use header::Kind;
+pub use header::{type_hash, Kind};
 use header::{Fingerprint, Header};
 
 use crate::error::{Error, Result};
@@ -51,13 +51,26 @@ pub trait Layout {
     /// The kind recorded in the header.
     const KIND: Kind;
 
-    /// Initialises the object in place. An error here (parameters that
-    /// `validate` let through) removes the new segment again.
+    /// Initialises the object in place. `trailing` is how many bytes follow
+    /// it in the segment: at least [`trailing_bytes`](Self::trailing_bytes),
+    /// plus whatever rounding up to whole pages added. An error here
+    /// (parameters that `validate` let through) removes the new segment.
     ///
     /// # Safety
-    /// `object` is valid for writes of `Self::Object`, aligned, and not yet
-    /// visible to any other thread or process.
-    unsafe fn init(object: *mut Self::Object, params: &Self::Params) -> Result<()>;
+    /// `object` is valid for writes of `Self::Object` and `trailing` more
+    /// bytes, aligned, and not yet visible to any other thread or process.
+    unsafe fn init(object: *mut Self::Object, trailing: usize, params: &Self::Params) -> Result<()>;
+
+    /// How many bytes the object needs after itself (a ring, an arena).
+    fn trailing_bytes(_params: &Self::Params) -> usize {
+        0
+    }
+
+    /// On open: checks what the object records about its trailing bytes
+    /// against the `trailing` bytes the file really has.
+    fn check_trailing(_object: &Self::Object, _trailing: usize) -> std::result::Result<(), String> {
+        Ok(())
+    }
 
     /// Rejects parameters the object cannot take, before anything is created.
     fn validate(_name: &str, _params: &Self::Params) -> Result<()> {
@@ -140,6 +153,15 @@ impl<T> Segment<T> {
     pub fn creator_pid(&self) -> Option<u32> {
         self.header().creator()
     }
+
+    /// The bytes after the object: a pointer with the whole mapping's
+    /// provenance, and their length.
+    pub fn trailing(&self) -> (*mut u8, usize) {
+        let start = header::OBJECT_OFFSET + size_of::<T>();
+        // SAFETY: `start` is within the mapping: create sized it to hold the
+        // header, the object and the trailing bytes, and open checked that.
+        (unsafe { self.map.as_mut_ptr().add(start) }, self.map.len() - start)
+    }
 }
 
 impl<T> Drop for Segment<T> {
@@ -153,10 +175,16 @@ impl<T> Drop for Segment<T> {
     }
 }
 
-/// The segment size for `L`: header plus object, rounded up to whole pages.
-fn total_size<L: Layout>() -> usize {
+/// The smallest segment that holds `L`'s header and object.
+fn min_size<L: Layout>() -> usize {
     const { assert!(align_of::<L::Object>() <= header::OBJECT_OFFSET, "object alignment exceeds the header size") };
-    (header::OBJECT_OFFSET + size_of::<L::Object>()).next_multiple_of(shm::page_size())
+    header::OBJECT_OFFSET + size_of::<L::Object>()
+}
+
+/// The segment size for `L` with `trailing` bytes after the object, rounded
+/// up to whole pages; `None` if it overflows.
+fn total_size<L: Layout>(trailing: usize) -> Option<usize> {
+    min_size::<L>().checked_add(trailing)?.checked_next_multiple_of(shm::page_size())
 }
 
 fn expected_fingerprint<L: Layout>() -> Fingerprint {
@@ -185,7 +213,10 @@ pub fn create<L: Layout>(opts: &Options, params: &L::Params) -> Result<Segment<L
         });
     }
     L::validate(name, params)?;
-    let len = total_size::<L>();
+    let len = total_size::<L>(L::trailing_bytes(params)).ok_or_else(|| Error::InvalidArgument {
+        name: name.to_string(),
+        detail: "the requested size overflows".to_string(),
+    })?;
     let file = shm::create(name, opts.mode, len).map_err(|e| match e {
         shm::CreateError::Open(Errno::EEXIST) => Error::AlreadyExists { name: name.to_string() },
         shm::CreateError::Open(Errno::EACCES) => Error::PermissionDenied { name: name.to_string() },
@@ -226,7 +257,8 @@ pub fn create<L: Layout>(opts: &Options, params: &L::Params) -> Result<Segment<L
     // SAFETY: the object area starts at OBJECT_OFFSET, inside the mapping
     // (total_size covers it) and aligned for the object (total_size asserts
     // the alignment divides the offset); nobody else reads it before READY.
-    let init = unsafe { L::init(seg.map.as_mut_ptr().add(header::OBJECT_OFFSET).cast(), params) };
+    let init =
+        unsafe { L::init(seg.map.as_mut_ptr().add(header::OBJECT_OFFSET).cast(), len - min_size::<L>(), params) };
     if let Err(e) = init {
         let _ = shm::unlink(name);
         return Err(e);
@@ -252,6 +284,8 @@ pub fn open<L: Layout>(opts: &Options) -> Result<Segment<L::Object>> {
     let seg = map_file::<L::Object>(&file, size, name, None)?;
     wait_ready(seg.header(), name, &deadline, opts.open_timeout)?;
     check::<L>(seg.header(), size, name)?;
+    L::check_trailing(seg.object(), size - min_size::<L>())
+        .map_err(|detail| Error::Corrupt { name: name.to_string(), detail })?;
     Ok(seg)
 }
 
@@ -372,10 +406,10 @@ fn check<L: Layout>(h: &Header, size: usize, name: &str) -> Result<()> {
     if got != want {
         return Err(incompatible(format!("segment {got:?}, this build expects {want:?}")));
     }
-    let expected_size = total_size::<L>();
-    if h.total_size != size as u64 || size != expected_size {
+    let min = min_size::<L>();
+    if h.total_size != size as u64 || size < min {
         return Err(corrupt(format!(
-            "the header says {} bytes, the file has {size}, this kind needs {expected_size}",
+            "the header says {} bytes, the file has {size}, this kind needs at least {min}",
             h.total_size
         )));
     }

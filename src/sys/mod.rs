@@ -19,6 +19,7 @@ pub(crate) mod futex;
 pub(crate) mod proc;
 pub(crate) mod pthread;
 pub(crate) mod shm;
+pub(crate) mod socket;
 pub(crate) mod time;
 
 /// Reports a return code that the platform documents as impossible for the way

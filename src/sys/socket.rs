@@ -1,0 +1,84 @@
+//! Unix stream socket pairs for `Pipe`: creation, whole writes without
+//! `SIGPIPE`, reads, and readiness with a deadline.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
+
+use super::time::Deadline;
+
+/// A connected pair of `AF_UNIX` stream sockets, close-on-exec.
+pub fn pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    socket::socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+}
+
+/// Writes all of `parts`, in order. `MSG_NOSIGNAL`: a closed peer is `EPIPE`,
+/// never a `SIGPIPE` that would kill the process.
+pub fn send_all(fd: &OwnedFd, parts: &[&[u8]]) -> Result<(), Errno> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut sent = 0;
+    while sent < total {
+        // Rebuild the slices that remain after `sent` bytes.
+        let mut skip = sent;
+        let slices: Vec<IoSlice<'_>> = parts
+            .iter()
+            .filter_map(|p| {
+                if skip >= p.len() {
+                    skip -= p.len();
+                    None
+                } else {
+                    let s = IoSlice::new(&p[skip..]);
+                    skip = 0;
+                    Some(s)
+                }
+            })
+            .collect();
+        match socket::sendmsg::<()>(fd.as_raw_fd(), &slices, &[], MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => sent += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what is available into `buf`; 0 means the peer closed.
+pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    loop {
+        match socket::recv(fd.as_raw_fd(), buf, MsgFlags::empty()) {
+            Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Waits until `fd` is readable or its peer hung up, or `deadline` passes.
+/// Returns whether it is ready.
+pub fn wait_readable(fd: &OwnedFd, deadline: Option<&Deadline>) -> Result<bool, Errno> {
+    loop {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.remaining();
+                if left.is_zero() {
+                    PollTimeout::ZERO
+                } else {
+                    // Round up so a sub-millisecond remainder still waits.
+                    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                }
+            }
+        };
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) if deadline.is_none_or(|d| !d.has_passed()) => continue,
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
