@@ -33,28 +33,20 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod common;
+
 use std::cell::UnsafeCell;
 use std::hint::{black_box, spin_loop};
 use std::mem::MaybeUninit;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::io::AsRawFd;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{exited_cleanly, reap_all, spawn, Line, Mapping, ZeroValid, DEADLINE};
 use criterion::{criterion_group, criterion_main, Bencher, Criterion, SamplingMode, Throughput};
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
 
-/// The longest any wait on or in a child may take before the bench gives up.
-const DEADLINE: Duration = Duration::from_secs(60);
-
 /// Spins between deadline checks and `sched_yield`s in [`spin_until`].
 const SPINS_PER_YIELD: u32 = 64;
-
-/// One cache line, so the fields of [`Shared`] do not false-share.
-#[repr(C, align(64))]
-struct Line<T>(T);
 
 /// Everything the processes of one benchmark share, in one anonymous
 /// `MAP_SHARED` mapping. All-zero bytes are a valid value of every field (the
@@ -105,43 +97,10 @@ impl Shared {
     }
 }
 
-/// An anonymous `MAP_SHARED` mapping holding one [`Shared`], inherited across
-/// `fork` at the same address and unmapped on drop.
-struct Mapping(NonNull<Shared>);
-
-impl Mapping {
-    fn new() -> Mapping {
-        let len = std::mem::size_of::<Shared>();
-        // SAFETY: an anonymous mapping with a null hint touches no existing
-        // memory; the result is checked before use.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        Mapping(NonNull::new(ptr.cast()).expect("mmap returned null"))
-    }
-
-    fn shared(&self) -> &Shared {
-        // SAFETY: the mapping is page-aligned (enough for `Shared`), zero-filled
-        // (a valid `Shared`, see its docs) and stays mapped until `self` drops.
-        unsafe { self.0.as_ref() }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was made by `Mapping::new` with this length, and
-        // every borrow of it (from `shared`) has ended with `self`'s borrow.
-        unsafe { libc::munmap(self.0.as_ptr().cast(), std::mem::size_of::<Shared>()) };
-    }
-}
+// SAFETY: every field is an atomic, an integer, or a pthread mutex (or room
+// for one) that is initialised before use, as `Shared`'s docs say; all-zero
+// bytes are valid for each.
+unsafe impl ZeroValid for Shared {}
 
 fn check(call: &str, rc: i32) {
     if rc != 0 {
@@ -216,7 +175,7 @@ fn uncontended(c: &mut Criterion) {
 
     for (name, robust) in [("pthread_robust_direct", true), ("pthread_plain_pshared", false)] {
         group.bench_function(name, |b| {
-            let map = Mapping::new();
+            let map = Mapping::<Shared>::new();
             let mutex = map.shared().mutex();
             // SAFETY: the slot is aligned, mapped and not yet used.
             unsafe { init_pthread(mutex, robust) };
@@ -227,13 +186,13 @@ fn uncontended(c: &mut Criterion) {
     }
 
     group.bench_function("raw_sync_Mutex", |b| {
-        let map = Mapping::new();
+        let map = Mapping::<Shared>::new();
         let mutex = raw_sync_mutex(map.shared());
         b.iter(|| drop(black_box(&mutex).lock().expect("raw_sync lock")));
     });
 
     group.bench_function("atomic_swap_floor", |b| {
-        let map = Mapping::new();
+        let map = Mapping::<Shared>::new();
         let word = &map.shared().spin.0;
         b.iter(|| {
             let word = black_box(word);
@@ -264,51 +223,15 @@ fn spin_until(deadline: Instant, done: impl Fn() -> bool) -> bool {
     true
 }
 
-/// A forked child, killed and reaped on drop unless already reaped, so no
-/// path out of a sample (a panic included) leaves one behind.
-struct Child {
-    pid: libc::pid_t,
-    pidfd: OwnedFd,
-    reaped: bool,
-}
-
-impl Child {
-    /// Reaps the child, which must have exited; panics unless it exited 0.
-    fn reap(&mut self) {
-        let mut status = 0;
-        // SAFETY: `pid` is our unreaped child; `status` is writable.
-        let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
-        assert_eq!(rc, self.pid, "waitpid: {}", std::io::Error::last_os_error());
-        self.reaped = true;
-        let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-        assert!(clean, "child {} failed: wait status {status:#x}", self.pid);
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if !self.reaped {
-            // SAFETY: `pid` is our child and not yet reaped, so it still names
-            // that process (or its zombie), never a reused pid.
-            unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-            }
-        }
-    }
-}
-
-/// The body of a forked child: wait for the start flag, run `op` `iters`
-/// times, and `_exit`, never returning into criterion.
-fn child_main(shared: &Shared, iters: u64, parent: libc::pid_t, op: &dyn Fn()) -> ! {
-    let code = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
-        let armed = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } == 0;
-        // SAFETY: getppid has no preconditions. The check catches a parent
-        // that died before the flag was set.
-        if !armed || unsafe { libc::getppid() } != parent {
-            return 3;
-        }
+/// One `iter_custom` sample: two children each run `op` (lock, bump the
+/// counter, unlock) `iters` times. Returns the wall time from the start flag
+/// to both children reaped; that is the time of `iters` iterations, each one
+/// operation from each process.
+fn contended_sample(shared: &Shared, iters: u64, op: &dyn Fn()) -> Duration {
+    shared.reset();
+    // In each child: wait for the start flag, then run `op` `iters` times.
+    // Exit code 2: the start flag did not come within the deadline.
+    let body = || {
         // Release/Acquire: the parent's reset of the counter happened before
         // the fork anyway; these only order the hand-shake itself.
         shared.ready.0.fetch_add(1, Ordering::Release);
@@ -320,81 +243,19 @@ fn child_main(shared: &Shared, iters: u64, parent: libc::pid_t, op: &dyn Fn()) -
             op();
         }
         0
-    }))
-    .unwrap_or(101);
-    // SAFETY: _exit ends the process at once, without running the parent's
-    // destructors or atexit handlers in this copy of it.
-    unsafe { libc::_exit(code) }
-}
-
-/// Forks a child running [`child_main`] and opens a pidfd for it.
-fn spawn(shared: &Shared, iters: u64, op: &dyn Fn()) -> Child {
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the bench runs on one thread, so the child inherits no lock held
-    // by another thread; it then runs only `child_main`, which touches the
-    // inherited mapping, the lock under test and `_exit`.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => child_main(shared, iters, parent, op),
-        _ => {}
-    }
-    // SAFETY: pidfd_open takes a pid and flags; the result is checked.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        // SAFETY: `pid` is our unreaped child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-        panic!("pidfd_open (Linux >= 5.3 needed): {err}");
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    Child { pid, pidfd, reaped: false }
-}
-
-/// Blocks until every child has exited and reaps each; panics (the drops kill
-/// the rest) if `deadline` passes first.
-fn reap_all(children: &mut [Child], deadline: Instant) {
-    while children.iter().any(|c| !c.reaped) {
-        let mut fds: Vec<libc::pollfd> = children
-            .iter()
-            .filter(|c| !c.reaped)
-            .map(|c| libc::pollfd { fd: c.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `fds` is a live array of `fds.len()` pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "poll: {err}");
-            continue;
-        }
-        assert!(n > 0, "a child did not finish within {DEADLINE:?}; killing it");
-        for fd in fds.iter().filter(|fd| fd.revents != 0) {
-            let child = children.iter_mut().find(|c| c.pidfd.as_raw_fd() == fd.fd);
-            child.expect("pidfd of a live child").reap();
-        }
-    }
-}
-
-/// One `iter_custom` sample: two children each run `op` (lock, bump the
-/// counter, unlock) `iters` times. Returns the wall time from the start flag
-/// to both children reaped; that is the time of `iters` iterations, each one
-/// operation from each process.
-fn contended_sample(shared: &Shared, iters: u64, op: &dyn Fn()) -> Duration {
-    shared.reset();
-    let mut children = [spawn(shared, iters, op), spawn(shared, iters, op)];
+    };
+    // SAFETY: the bench runs on one thread; `body` touches only the inherited
+    // mapping and the lock under test (through `op`).
+    let mut children = unsafe { [spawn("child", &body), spawn("child", &body)] };
     let deadline = Instant::now() + DEADLINE;
     let ready = spin_until(deadline, || shared.ready.0.load(Ordering::Acquire) == 2);
     assert!(ready, "children not ready within {DEADLINE:?}");
     let t0 = Instant::now();
     shared.start.0.store(1, Ordering::Release);
-    reap_all(&mut children, t0 + DEADLINE);
+    let done = reap_all(&mut children, t0 + DEADLINE, |child, status| {
+        assert!(exited_cleanly(status), "child {} failed: wait status {status:#x}", child.pid);
+    });
+    assert!(done, "a child did not finish within {DEADLINE:?}; killing it");
     let elapsed = t0.elapsed();
     // The children's writes are visible: waitpid synchronises with their exit.
     assert_eq!(shared.count(), 2 * iters, "lost or extra updates under the lock");
@@ -413,7 +274,7 @@ fn contended(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
 
     group.bench_function("shmsync_Lock", |b| {
-        let map = Mapping::new();
+        let map = Mapping::<Shared>::new();
         let shared = map.shared();
         // Created before the fork: the children inherit its mapping.
         let lock = shmsync::Lock::new().expect("Lock::new");
@@ -425,7 +286,7 @@ fn contended(c: &mut Criterion) {
     });
 
     group.bench_function("pthread_robust_direct", |b| {
-        let map = Mapping::new();
+        let map = Mapping::<Shared>::new();
         let shared = map.shared();
         // SAFETY: the slot is aligned, mapped and not yet used.
         unsafe { init_pthread(shared.mutex(), true) };
@@ -438,7 +299,7 @@ fn contended(c: &mut Criterion) {
     });
 
     group.bench_function("raw_sync_Mutex", |b| {
-        let map = Mapping::new();
+        let map = Mapping::<Shared>::new();
         let shared = map.shared();
         let mutex = raw_sync_mutex(shared);
         run_contended(b, shared, &|| {

@@ -1,0 +1,568 @@
+//! What it costs to hand control from one process to another and back with
+//! shmsync's futex-based `Semaphore`, `Event` and `Condition`, side by side
+//! with a pipe, a process-shared POSIX semaphore and raw_sync's `Event`; and
+//! what the same primitives cost when nobody waits.
+//!
+//! Run: `cargo bench --bench handoff` (about three minutes). One group only:
+//! `cargo bench --bench handoff -- handoff_roundtrip` (or `-- uncontended`);
+//! one placement: `cargo bench --bench handoff -- same_core`.
+//!
+//! Groups:
+//! - `handoff_roundtrip`: one iteration is one round trip. An *initiator*
+//!   process signals a *responder*, which signals back; the initiator waits
+//!   for that reply before the next round. Function names are
+//!   `MECHANISM/PLACEMENT`:
+//!   - placements: `cross_core` (initiator pinned to the first allowed CPU,
+//!     responder to the second), `same_core` (both pinned to the first) and
+//!     `unpinned` (the scheduler decides). Each process pins itself right
+//!     after its fork, before it first touches the primitive: shmsync decides
+//!     once per thread and pid whether spinning can help (not when the thread
+//!     may run on one CPU only).
+//!   - mechanisms: `shmsync_Semaphore` (two `Semaphore::new(0)`),
+//!     `shmsync_Event` (two `Event`s, each side clearing its own incoming
+//!     event before signalling the other), `shmsync_Condition` (one
+//!     `Condition` and a `turn` word it guards), `pipe` (two pipes, one byte
+//!     each way), `posix_sem` (two `sem_t`, `pshared = 1`) and
+//!     `raw_sync_Event` (two raw_sync 0.1 auto-reset events, a process-shared
+//!     `pthread_cond_t` + mutex each).
+//!
+//!   Each sample forks both roles afresh (so each starts with its own
+//!   affinity and shmsync's per-process cache), runs one untimed round trip
+//!   so that both are up and past their copy-on-write faults, then the
+//!   initiator times `iters` round trips and hands the time back through
+//!   shared memory. The criterion process itself never pins itself and never
+//!   waits without a bound: every child dies by `SIGALRM` after 60 s and by
+//!   `SIGKILL` when the bench dies, and the bench reaps both with a bounded
+//!   pidfd poll.
+//! - `uncontended`: one process, nobody waiting. `Event_is_set`,
+//!   `Event_set_no_waiters` (set on a set event), `Semaphore_acquire_release`
+//!   (`drop(sem.acquire())` at value 1), `Condition_notify_one_no_waiters`,
+//!   and as references `futex_wake_syscall` (a bare shared `FUTEX_WAKE` on a
+//!   word nobody waits on), `posix_sem_post_wait` and
+//!   `atomic_fetch_add_floor`.
+//!
+//! Reading the numbers:
+//! - Compare each shmsync round trip with `pipe` *in the same placement*:
+//!   the targets are at most 0.5x a pipe's round trip across cores (where a
+//!   spinning waiter can catch the reply without a kernel wake) and at most
+//!   1.5x on one core (where every handoff is a context switch, and the
+//!   waiter must get out of the way quickly: yield, then sleep).
+//! - `posix_sem` and `raw_sync_Event` are what the obvious alternatives cost.
+//! - In `uncontended`, a notify or set with no waiters should sit near
+//!   `atomic_fetch_add_floor` and far below `futex_wake_syscall`: shmsync
+//!   makes no syscall when nobody sleeps.
+//! - The machine needs at least 2 CPUs for `cross_core` to exist.
+
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod common;
+
+use std::cell::UnsafeCell;
+use std::fs::File;
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{exited_cleanly, reap_all, Child, Line, Mapping, ZeroValid, DEADLINE};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+use raw_sync::events::{Event as RawSyncEvent, EventImpl, EventInit, EventState};
+use raw_sync::Timeout;
+
+/// How long after [`DEADLINE`] the bench waits for a child before killing it.
+const REAP_GRACE: Duration = Duration::from_secs(10);
+
+/// Room for one raw_sync event (a pthread mutex, a condvar and two flags).
+const RAW_SYNC_SLOT: usize = 256;
+
+/// Everything the processes of one benchmark share, in one anonymous
+/// `MAP_SHARED` mapping. All-zero bytes are a valid value of every field (the
+/// semaphores and raw_sync's storage are initialised before use and only
+/// reached through raw pointers), so the fresh mapping is one.
+#[repr(C)]
+struct Shared {
+    /// The initiator's timed span in nanoseconds; `u64::MAX` until written.
+    elapsed_ns: Line<AtomicU64>,
+    /// Whose move it is in the `shmsync_Condition` ping-pong: 1 the
+    /// responder's, 2 the initiator's, 0 before the first round.
+    turn: Line<AtomicU32>,
+    /// The two POSIX semaphores of `posix_sem`, initiator-to-responder first.
+    sems: [Line<UnsafeCell<MaybeUninit<libc::sem_t>>>; 2],
+    /// The POSIX semaphore of `posix_sem_post_wait`.
+    lone_sem: Line<UnsafeCell<MaybeUninit<libc::sem_t>>>,
+    /// Storage for raw_sync's two events, which it initialises itself.
+    raw_sync: [Line<UnsafeCell<[u8; RAW_SYNC_SLOT]>>; 2],
+    /// The futex word of `futex_wake_syscall`; nobody ever waits on it.
+    futex: Line<AtomicU32>,
+    /// The word of `atomic_fetch_add_floor`.
+    counter: Line<AtomicU32>,
+}
+
+impl Shared {
+    fn sem(&self, i: usize) -> *mut libc::sem_t {
+        self.sems[i].0.get().cast()
+    }
+}
+
+// SAFETY: every field is an atomic, or storage (semaphores, raw_sync's) that
+// is initialised before use and only reached through raw pointers, as
+// `Shared`'s docs say; all-zero bytes are valid for each.
+unsafe impl ZeroValid for Shared {}
+
+/// Initialises the process-shared POSIX semaphore at `sem` with value 0.
+///
+/// # Safety
+/// `sem` must be valid for writes, aligned, and unused by anyone until this
+/// returns.
+unsafe fn sem_init_shared(sem: *mut libc::sem_t) {
+    // SAFETY: forwarded from the caller; pshared = 1 because the semaphore
+    // lives in a MAP_SHARED mapping used across fork.
+    let rc = unsafe { libc::sem_init(sem, 1, 0) };
+    assert_eq!(rc, 0, "sem_init: {}", std::io::Error::last_os_error());
+}
+
+/// `sem_post`, checked.
+///
+/// # Safety
+/// `sem` must be an initialised semaphore that stays mapped for the call.
+unsafe fn sem_post(sem: *mut libc::sem_t) {
+    // SAFETY: forwarded from the caller.
+    let rc = unsafe { libc::sem_post(sem) };
+    assert_eq!(rc, 0, "sem_post: {}", std::io::Error::last_os_error());
+}
+
+/// `sem_wait`, checked and retried on `EINTR`.
+///
+/// # Safety
+/// As for [`sem_post`].
+unsafe fn sem_wait(sem: *mut libc::sem_t) {
+    // SAFETY: forwarded from the caller.
+    while unsafe { libc::sem_wait(sem) } != 0 {
+        let err = std::io::Error::last_os_error();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "sem_wait: {err}");
+    }
+}
+
+/// One way of handing control to another process and getting it back.
+/// `ping` and `pong` each run in their own forked process.
+trait Handoff {
+    /// The mechanism part of the function name.
+    fn name(&self) -> &'static str;
+    /// The initiator's side of one round trip: signal, then wait for the reply.
+    fn ping(&self);
+    /// The responder's side: wait for the signal, then reply.
+    fn pong(&self);
+    /// Restores the initial state between samples; no child is alive then.
+    fn reset(&self) {}
+}
+
+struct ShmSemaphores {
+    /// Initiator to responder.
+    there: shmsync::Semaphore,
+    /// Responder to initiator.
+    back: shmsync::Semaphore,
+}
+
+impl Handoff for ShmSemaphores {
+    fn name(&self) -> &'static str {
+        "shmsync_Semaphore"
+    }
+    fn ping(&self) {
+        self.there.release().expect("Semaphore::release");
+        // The permit would release on drop; the unit is the responder's.
+        self.back.acquire().forget();
+    }
+    fn pong(&self) {
+        self.there.acquire().forget();
+        self.back.release().expect("Semaphore::release");
+    }
+}
+
+struct ShmEvents {
+    there: shmsync::Event,
+    back: shmsync::Event,
+}
+
+impl Handoff for ShmEvents {
+    fn name(&self) -> &'static str {
+        "shmsync_Event"
+    }
+    // Race-free: each side clears its own incoming event before it signals
+    // the other, so no clear can undo a set that the next round needs.
+    fn ping(&self) {
+        self.there.set();
+        self.back.wait();
+        self.back.clear();
+    }
+    fn pong(&self) {
+        self.there.wait();
+        self.there.clear();
+        self.back.set();
+    }
+}
+
+struct ShmCondition<'a> {
+    cond: shmsync::Condition,
+    turn: &'a AtomicU32,
+}
+
+impl Handoff for ShmCondition<'_> {
+    fn name(&self) -> &'static str {
+        "shmsync_Condition"
+    }
+    // `turn` is only touched under the condition's lock, which orders it.
+    fn ping(&self) {
+        let g = self.cond.lock().expect("Condition poisoned");
+        self.turn.store(1, Ordering::Relaxed);
+        self.cond.notify_one();
+        let g = self.cond.wait_while(g, || self.turn.load(Ordering::Relaxed) != 2).expect("Condition poisoned");
+        drop(g);
+    }
+    fn pong(&self) {
+        let g = self.cond.lock().expect("Condition poisoned");
+        let g = self.cond.wait_while(g, || self.turn.load(Ordering::Relaxed) != 1).expect("Condition poisoned");
+        self.turn.store(2, Ordering::Relaxed);
+        self.cond.notify_one();
+        drop(g);
+    }
+    fn reset(&self) {
+        self.turn.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Two pipes; each end is used by one side only, but both processes keep
+/// every end open (nothing relies on EOF).
+struct Pipes {
+    there: (File, File),
+    back: (File, File),
+}
+
+fn pipe() -> (File, File) {
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    (File::from(r), File::from(w))
+}
+
+impl Handoff for Pipes {
+    fn name(&self) -> &'static str {
+        "pipe"
+    }
+    fn ping(&self) {
+        let mut byte = [1u8];
+        (&self.there.1).write_all(&byte).expect("pipe write");
+        (&self.back.0).read_exact(&mut byte).expect("pipe read");
+    }
+    fn pong(&self) {
+        let mut byte = [0u8];
+        (&self.there.0).read_exact(&mut byte).expect("pipe read");
+        (&self.back.1).write_all(&byte).expect("pipe write");
+    }
+}
+
+struct PosixSems<'a> {
+    shared: &'a Shared,
+}
+
+impl<'a> PosixSems<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        for i in 0..2 {
+            // SAFETY: the slot is aligned, mapped, and used by nobody yet.
+            unsafe { sem_init_shared(shared.sem(i)) };
+        }
+        PosixSems { shared }
+    }
+}
+
+impl Handoff for PosixSems<'_> {
+    fn name(&self) -> &'static str {
+        "posix_sem"
+    }
+    fn ping(&self) {
+        // SAFETY: both semaphores were initialised in `new` and stay mapped
+        // until `self` and the mapping drop, after every child is reaped.
+        unsafe {
+            sem_post(self.shared.sem(0));
+            sem_wait(self.shared.sem(1));
+        }
+    }
+    fn pong(&self) {
+        // SAFETY: as in `ping`.
+        unsafe {
+            sem_wait(self.shared.sem(0));
+            sem_post(self.shared.sem(1));
+        }
+    }
+}
+
+impl Drop for PosixSems<'_> {
+    fn drop(&mut self) {
+        for i in 0..2 {
+            // SAFETY: initialised in `new`; no child is alive, so nobody
+            // waits on it.
+            unsafe { libc::sem_destroy(self.shared.sem(i)) };
+        }
+    }
+}
+
+struct RawSyncEvents {
+    there: Box<dyn EventImpl>,
+    back: Box<dyn EventImpl>,
+}
+
+impl RawSyncEvents {
+    /// The events live in `shared`, which must outlive the result.
+    fn new(shared: &Shared) -> Self {
+        let make = |slot: &Line<UnsafeCell<[u8; RAW_SYNC_SLOT]>>| {
+            let mem: *mut u8 = slot.0.get().cast();
+            assert!(RawSyncEvent::size_of(Some(mem)) <= RAW_SYNC_SLOT, "raw_sync Event does not fit its slot");
+            // SAFETY: `mem` is a 64-byte aligned, unused slot of
+            // RAW_SYNC_SLOT bytes (checked to be enough just above) in a
+            // mapping that outlives the event (the caller's contract).
+            let (event, _) = unsafe { RawSyncEvent::new(mem, true) }.expect("raw_sync Event::new");
+            event
+        };
+        RawSyncEvents { there: make(&shared.raw_sync[0]), back: make(&shared.raw_sync[1]) }
+    }
+}
+
+impl Handoff for RawSyncEvents {
+    fn name(&self) -> &'static str {
+        "raw_sync_Event"
+    }
+    // Auto-reset events: a successful wait clears the flag.
+    fn ping(&self) {
+        self.there.set(EventState::Signaled).expect("raw_sync set");
+        self.back.wait(Timeout::Infinite).expect("raw_sync wait");
+    }
+    fn pong(&self) {
+        self.there.wait(Timeout::Infinite).expect("raw_sync wait");
+        self.back.set(EventState::Signaled).expect("raw_sync set");
+    }
+}
+
+/// Where the two processes of a round trip may run.
+#[derive(Clone, Copy)]
+struct Placement {
+    name: &'static str,
+    /// The CPU the initiator pins itself to, if any.
+    initiator: Option<usize>,
+    /// The CPU the responder pins itself to, if any.
+    responder: Option<usize>,
+}
+
+/// The placements this machine allows, from the bench's own affinity (which
+/// the children inherit unless they pin themselves).
+fn placements() -> Vec<Placement> {
+    let set = sched_getaffinity(Pid::from_raw(0)).expect("sched_getaffinity");
+    let cpus: Vec<usize> = (0..CpuSet::count()).filter(|&i| set.is_set(i).unwrap_or(false)).collect();
+    let mut out = Vec::new();
+    if let [a, b, ..] = cpus[..] {
+        out.push(Placement { name: "cross_core", initiator: Some(a), responder: Some(b) });
+    } else {
+        eprintln!("handoff: only one CPU allowed, skipping cross_core");
+    }
+    out.push(Placement { name: "same_core", initiator: Some(cpus[0]), responder: Some(cpus[0]) });
+    out.push(Placement { name: "unpinned", initiator: None, responder: None });
+    out
+}
+
+fn pin_to(cpu: usize) -> nix::Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+}
+
+/// Panics unless `child`, reaped with wait `status`, exited 0, saying how it
+/// failed in `what`.
+fn check_exit(child: &Child, status: libc::c_int, what: &str) {
+    if exited_cleanly(status) {
+        return;
+    }
+    let how = if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
+        format!("still running after {DEADLINE:?} (killed by its SIGALRM deadline)")
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exited with code {} (2: pinning failed, 3: parent gone, 101: panic)", libc::WEXITSTATUS(status))
+    };
+    panic!("{what}: the {} (pid {}) {how}", child.role, child.pid);
+}
+
+/// Forks a child that arms its `alarm` deadline, pins itself to `cpu` (if
+/// any; exit code 2 if that fails) and runs `body`.
+///
+/// # Safety
+/// As for [`common::spawn`].
+unsafe fn spawn(role: &'static str, cpu: Option<usize>, body: &dyn Fn()) -> Child {
+    let child_body = || {
+        // SAFETY: alarm only arms this process's timer; SIGALRM keeps its
+        // default action (terminate), which is the deadline.
+        unsafe { libc::alarm(DEADLINE.as_secs() as libc::c_uint) };
+        // Before the first wait: shmsync caches its affinity check.
+        if let Some(cpu) = cpu {
+            if pin_to(cpu).is_err() {
+                return 2;
+            }
+        }
+        body();
+        0
+    };
+    // SAFETY: forwarded from the caller; `alarm` and the pinning touch only
+    // the child's own timer and affinity.
+    unsafe { common::spawn(role, &child_body) }
+}
+
+/// One `iter_custom` sample: fork a responder that answers `iters + 1`
+/// rounds and an initiator that runs one untimed round, then times `iters`.
+fn roundtrip_sample(h: &dyn Handoff, shared: &Shared, place: Placement, iters: u64) -> Duration {
+    h.reset();
+    shared.elapsed_ns.0.store(u64::MAX, Ordering::Relaxed);
+    let what = format!("{}/{} with {iters} round trips", h.name(), place.name);
+    // SAFETY: the bench runs on one thread; the body touches only the
+    // inherited mapping and the primitive under test, `h`.
+    let responder = unsafe {
+        spawn("responder", place.responder, &|| {
+            for _ in 0..=iters {
+                h.pong();
+            }
+        })
+    };
+    // SAFETY: as for the responder.
+    let initiator = unsafe {
+        spawn("initiator", place.initiator, &|| {
+            h.ping();
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                h.ping();
+            }
+            let ns = t0.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
+            shared.elapsed_ns.0.store(ns, Ordering::Relaxed);
+        })
+    };
+    let mut children = [initiator, responder];
+    let done = reap_all(&mut children, Instant::now() + DEADLINE + REAP_GRACE, |child, status| {
+        check_exit(child, status, &what);
+    });
+    assert!(done, "{what}: a child outlived its own {DEADLINE:?} deadline by {REAP_GRACE:?}; killing it");
+    // Visible: waitpid synchronises with the initiator's exit.
+    let ns = shared.elapsed_ns.0.load(Ordering::Relaxed);
+    assert_ne!(ns, u64::MAX, "{what}: the initiator reported no time");
+    Duration::from_nanos(ns)
+}
+
+fn handoff_roundtrip(c: &mut Criterion) {
+    let map = Mapping::<Shared>::new();
+    let shared = map.shared();
+    // Everything is made before any fork, so the children inherit it. The
+    // shmsync objects unlink their names when these handles drop, here in
+    // the process that created them; children `_exit` and drop nothing.
+    let mechanisms: Vec<Box<dyn Handoff + '_>> = vec![
+        Box::new(ShmSemaphores {
+            there: shmsync::Semaphore::new(0).expect("Semaphore::new"),
+            back: shmsync::Semaphore::new(0).expect("Semaphore::new"),
+        }),
+        Box::new(ShmEvents {
+            there: shmsync::Event::new().expect("Event::new"),
+            back: shmsync::Event::new().expect("Event::new"),
+        }),
+        Box::new(ShmCondition { cond: shmsync::Condition::new().expect("Condition::new"), turn: &shared.turn.0 }),
+        Box::new(Pipes { there: pipe(), back: pipe() }),
+        Box::new(PosixSems::new(shared)),
+        Box::new(RawSyncEvents::new(shared)),
+    ];
+
+    let mut group = c.benchmark_group("handoff_roundtrip");
+    // Each sample forks twice; flat sampling keeps the number of forks small.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    for place in placements() {
+        for h in &mechanisms {
+            let h = &**h;
+            group.bench_function(format!("{}/{}", h.name(), place.name), |b| {
+                b.iter_custom(|iters| roundtrip_sample(h, shared, place, iters));
+            });
+        }
+    }
+    group.finish();
+}
+
+fn uncontended(c: &mut Criterion) {
+    let map = Mapping::<Shared>::new();
+    let shared = map.shared();
+    let mut group = c.benchmark_group("uncontended");
+
+    group.bench_function("Event_is_set", |b| {
+        let ev = shmsync::Event::new().expect("Event::new");
+        ev.set();
+        b.iter(|| black_box(&ev).is_set());
+    });
+
+    group.bench_function("Event_set_no_waiters", |b| {
+        let ev = shmsync::Event::new().expect("Event::new");
+        ev.set();
+        b.iter(|| black_box(&ev).set());
+    });
+
+    group.bench_function("Semaphore_acquire_release", |b| {
+        let sem = shmsync::Semaphore::new(1).expect("Semaphore::new");
+        b.iter(|| drop(black_box(&sem).acquire()));
+    });
+
+    group.bench_function("Condition_notify_one_no_waiters", |b| {
+        let cond = shmsync::Condition::new().expect("Condition::new");
+        b.iter(|| black_box(&cond).notify_one());
+    });
+
+    group.bench_function("futex_wake_syscall", |b| {
+        let word = &shared.futex.0;
+        b.iter(|| {
+            // SAFETY: FUTEX_WAKE only reads the address to find sleepers; the
+            // word is an aligned AtomicU32 in a mapping that outlives the call.
+            // Not FUTEX_PRIVATE_FLAG: a shared futex, as shmsync uses.
+            let rc = unsafe { libc::syscall(libc::SYS_futex, black_box(word).as_ptr(), libc::FUTEX_WAKE, 1) };
+            assert_eq!(rc, 0, "FUTEX_WAKE woke someone or failed");
+        });
+    });
+
+    group.bench_function("posix_sem_post_wait", |b| {
+        let sem: *mut libc::sem_t = shared.lone_sem.0.get().cast();
+        // SAFETY: the slot is aligned, mapped and not yet used.
+        unsafe { sem_init_shared(sem) };
+        // SAFETY: initialised above and mapped while `map` lives; each post
+        // is followed by a wait that takes it, so the wait never blocks.
+        b.iter(|| unsafe {
+            sem_post(black_box(sem));
+            sem_wait(black_box(sem));
+        });
+        // SAFETY: initialised above; nobody waits on it.
+        unsafe { libc::sem_destroy(sem) };
+    });
+
+    group.bench_function("atomic_fetch_add_floor", |b| {
+        let word = &shared.counter.0;
+        b.iter(|| black_box(word).fetch_add(1, Ordering::Relaxed));
+    });
+
+    group.finish();
+}
+
+criterion_group! {
+    name = roundtrip_benches;
+    config = Criterion::default();
+    targets = handoff_roundtrip
+}
+
+criterion_group! {
+    name = uncontended_benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = uncontended
+}
+
+criterion_main!(roundtrip_benches, uncontended_benches);
