@@ -1,87 +1,113 @@
-//! Controlling access with Lock: two independent processes take turns under
-//! one named lock, then a holder is killed with SIGKILL and the survivor
-//! recovers the poisoned lock.
+//! Controlling access with Lock: two processes print under one lock, one
+//! holding it for the guard's scope, one locking and dropping the guard
+//! explicitly. Then, beyond the Python original: a child is killed with
+//! SIGKILL while it holds the lock; the parent's next lock reports the lock
+//! poisoned, recovers it, clears the poison, and carries on.
 //!
 //! Run: `cargo run --release --example lock`
 //!
-//! Expected output (the order of the two workers' lines may vary):
+//! Expected output (the first two lines in either order):
 //! ```text
-//! worker 1 has the lock
-//! worker 1 releases it
-//! worker 2 has the lock
-//! worker 2 releases it
-//! holder 3 has the lock and is killed
+//! Lock acquired via the guard's scope
+//! Lock acquired directly, released with drop
+//! holder has the lock and is killed
+//! holder's exit code: -9
 //! the lock is poisoned: a holder died inside the critical section
 //! recovered; the lock works again
 //! ```
-//! The children are this same program started again with a role argument, as
-//! unrelated programs would be; they find the lock by name.
 
-use std::io::Write;
-use std::process::{Child, Command};
-use std::sync::PoisonError;
+use std::error::Error;
+use std::sync::{Arc, TryLockError};
 use std::time::Duration;
 
-use shmsync::Lock;
+use shmsync::{current, Event, Lock, Process};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-fn start(role: &str, name: &str, id: u32) -> std::io::Result<Child> {
-    Command::new(std::env::current_exe()?).args(["--lock-role", role, name, &id.to_string()]).spawn()
+/// Python's `with lock:`: the guard unlocks when it goes out of scope.
+fn worker_with(lock: &Lock) -> Result<(), String> {
+    let _guard = lock.try_lock_for(DEADLINE).map_err(|e| e.to_string())?;
+    println!("Lock acquired via the guard's scope");
+    Ok(())
 }
 
-/// Runs a child role if this process was started as one. Returns `true` if it did.
-pub fn child_role() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    let Some(pos) = args.iter().position(|a| a == "--lock-role") else { return false };
-    let (role, name, id) = (&args[pos + 1], &args[pos + 2], &args[pos + 3]);
-    let lock = Lock::open(name).expect("open the lock by name");
-    let guard = lock.try_lock_for(DEADLINE).expect("lock within the deadline");
-    match role.as_str() {
-        "worker" => {
-            println!("worker {id} has the lock");
-            std::thread::sleep(Duration::from_millis(100));
-            println!("worker {id} releases it");
-            drop(guard);
-        }
-        _ => {
-            println!("holder {id} has the lock and is killed");
-            std::io::stdout().flush().ok();
-            std::thread::sleep(DEADLINE); // killed long before this ends
-        }
-    }
-    true
+/// Python's `lock.acquire()` ... `lock.release()`.
+fn worker_no_with(lock: &Lock) -> Result<(), String> {
+    let guard = lock.try_lock_for(DEADLINE).map_err(|e| e.to_string())?;
+    println!("Lock acquired directly, released with drop");
+    drop(guard);
+    Ok(())
 }
 
-pub fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if child_role() {
-        return Ok(());
+/// Takes the lock, says so, and waits to be killed.
+fn holder(lock: &Lock, held: &Event) -> Result<(), String> {
+    let _guard = lock.try_lock_for(DEADLINE).map_err(|e| e.to_string())?;
+    println!("{} has the lock and is killed", current().name());
+    held.set();
+    std::thread::sleep(DEADLINE); // killed long before this ends
+    Ok(())
+}
+
+/// Joins `p` within the deadline and returns its exit code.
+fn join(p: &Process) -> Result<i32, Box<dyn Error>> {
+    match p.join_timeout(DEADLINE)? {
+        Some(code) => Ok(code),
+        None => {
+            p.kill()?;
+            p.join()?;
+            Err(format!("{} did not end within {DEADLINE:?}", p.name()).into())
+        }
     }
-    // A unique name, removed when `lock` drops.
-    let lock = Lock::new()?;
-    let workers = [start("worker", lock.name(), 1)?, start("worker", lock.name(), 2)?];
-    for mut w in workers {
-        assert!(w.wait()?.success());
+}
+
+pub fn main() -> Result<(), Box<dyn Error>> {
+    // A unique name, removed when the last handle in this process drops.
+    let lock = Arc::new(Lock::new()?);
+    let w = Process::new({
+        let lock = Arc::clone(&lock);
+        move || worker_with(&lock)
+    });
+    let nw = Process::new({
+        let lock = Arc::clone(&lock);
+        move || worker_no_with(&lock)
+    });
+    w.start()?;
+    nw.start()?;
+    for p in [&w, &nw] {
+        if join(p)? != 0 {
+            return Err(format!("{} failed", p.name()).into());
+        }
     }
 
-    let mut holder = start("holder", lock.name(), 3)?;
-    while !lock.is_locked() {
-        std::thread::sleep(Duration::from_millis(10));
+    // A holder killed inside the critical section.
+    let held = Arc::new(Event::new()?);
+    let h = Process::new({
+        let (lock, held) = (Arc::clone(&lock), Arc::clone(&held));
+        move || holder(&lock, &held)
+    })
+    .with_name("holder");
+    h.start()?;
+    if !held.wait_timeout(DEADLINE) {
+        h.kill()?;
+        h.join()?;
+        return Err("the holder did not take the lock".into());
     }
-    holder.kill()?;
-    holder.wait()?;
+    h.kill()?;
+    println!("{}'s exit code: {}", h.name(), join(&h)?);
 
     match lock.try_lock_for(DEADLINE) {
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+        Err(TryLockError::Poisoned(poisoned)) => {
             println!("the lock is poisoned: a holder died inside the critical section");
             let _guard = poisoned.into_inner();
-            // ... repair the shared state here ...
+            // ... check and repair the shared state here, holding the lock ...
         }
-        Err(std::sync::TryLockError::WouldBlock) => return Err("lock not released after its holder died".into()),
-        Ok(_) => return Err("owner death was not detected".into()),
+        Err(TryLockError::WouldBlock) => return Err("the lock was not freed when its holder died".into()),
+        Ok(_) => return Err("the holder's death was not detected".into()),
     }
     lock.clear_poison();
-    drop(lock.lock().unwrap_or_else(PoisonError::into_inner));
-    println!("recovered; the lock works again");
+    match lock.try_lock_for(DEADLINE) {
+        Ok(_guard) => println!("recovered; the lock works again"),
+        Err(e) => return Err(format!("after clear_poison: {e}").into()),
+    }
     Ok(())
 }

@@ -14,13 +14,6 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
     Ok(())
 }
 
-/// Encodes `value` into a new buffer.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    encode_into(value, &mut buf)?;
-    Ok(buf)
-}
-
 /// Decodes a whole message: bytes left over are an error too, since they
 /// mean the message was of another type.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
@@ -37,7 +30,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_leftovers() {
-        let bytes = encode(&(42u32, None::<u8>, "hello".to_string())).unwrap();
+        let mut bytes = Vec::new();
+        encode_into(&(42u32, None::<u8>, "hello".to_string()), &mut bytes).unwrap();
         assert_eq!(decode::<(u32, Option<u8>, String)>(&bytes).unwrap(), (42, None, "hello".to_string()));
         assert!(matches!(decode::<u8>(&bytes), Err(Error::Decode { .. })));
         assert!(matches!(decode::<String>(&[0xff, 0xff, 0xff]), Err(Error::Decode { .. })));

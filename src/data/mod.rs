@@ -7,5 +7,8 @@
 
 mod codec;
 mod pipe;
+mod queue;
+mod ring;
 
 pub use pipe::{pipe, pipe_oneway, Connection, Receiver, Sender, DEFAULT_MAX_FRAME};
+pub use queue::{JoinableQueue, Queue};

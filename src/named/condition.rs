@@ -1,7 +1,7 @@
 //! `Condition`: a named condition variable with its own robust lock
 //! (Python's `Condition`).
 
-use std::sync::{LockResult, PoisonError};
+use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::time::Duration;
 
 use super::guard::LockGuard;
@@ -106,6 +106,24 @@ impl Condition {
     /// holder died or panicked.
     pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
         Condition::guard(self.raw(), self.raw().lock().lock())
+    }
+
+    /// Takes the condition's lock if it is free.
+    /// `Err(TryLockError::WouldBlock)` if another thread holds it.
+    pub fn try_lock(&self) -> TryLockResult<ConditionGuard<'_>> {
+        Condition::guard_try(self.raw(), self.raw().lock().try_lock())
+    }
+
+    /// Takes the condition's lock, waiting at most `timeout`.
+    pub fn try_lock_for(&self, timeout: Duration) -> TryLockResult<ConditionGuard<'_>> {
+        Condition::guard_try(self.raw(), self.raw().lock().try_lock_for(timeout))
+    }
+
+    fn guard_try(cond: &RawCondition, how: Option<Locked>) -> TryLockResult<ConditionGuard<'_>> {
+        match how {
+            None => Err(TryLockError::WouldBlock),
+            Some(how) => Condition::guard(cond, how).map_err(TryLockError::from),
+        }
     }
 
     /// Whether the condition's lock is poisoned.

@@ -37,6 +37,7 @@ mod private {
         fn from_segment(seg: crate::segment::Segment<Self::Object>) -> Self;
     }
 }
+pub(crate) use private::FromSegment;
 
 impl<K: Layout + private::FromSegment> NamedObject for K {}
 

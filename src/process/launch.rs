@@ -259,6 +259,31 @@ impl Process {
     }
 }
 
+/// Python's `repr` of a process: `<Process name='Process-1' pid=4242
+/// parent=4241 started daemon>`; the state is `initial`, `started`, or
+/// `stopped exitcode=N` (`exitcode=-SIGTERM` for a signal).
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<Process name='{}'", self.name)?;
+        if let Some(pid) = self.pid() {
+            write!(f, " pid={pid}")?;
+        }
+        write!(f, " parent={}", std::process::id())?;
+        match (self.pid(), self.exitcode()) {
+            (None, _) => write!(f, " initial")?,
+            (Some(_), None) => write!(f, " started")?,
+            (Some(_), Some(code)) => match Signal::try_from(-code) {
+                Ok(sig) if code < 0 => write!(f, " stopped exitcode=-{}", sig.as_str())?,
+                _ => write!(f, " stopped exitcode={code}")?,
+            },
+        }
+        if self.daemon {
+            write!(f, " daemon")?;
+        }
+        write!(f, ">")
+    }
+}
+
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Process")

@@ -52,6 +52,9 @@ pub fn entry<T: serde::de::DeserializeOwned + 'static>(name: &'static str, f: fn
 /// }
 /// ```
 pub fn entries(entries: &[Entry]) {
+    if let Some((i, e)) = entries.iter().enumerate().find(|(i, e)| entries[..*i].iter().any(|f| f.name == e.name)) {
+        report!("shmsync: spawn entry {:?} is registered twice (at {i}); the first one runs", e.name);
+    }
     let Ok(request) = std::env::var(ENV) else { return };
     std::env::remove_var(ENV);
     let mut parts = request.splitn(3, '\u{1f}');

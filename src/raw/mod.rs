@@ -19,6 +19,7 @@ mod event;
 mod lock;
 mod semaphore;
 mod spin;
+pub(crate) use spin::SpinWait;
 
 pub use barrier::{BarrierWaitResult, Broken, RawBarrier, MAX_PARTIES};
 pub use condition::RawCondition;
