@@ -53,9 +53,7 @@ fn a_peer_killed_mid_frame_is_disconnected_not_half_a_message() {
         let mut half = 1000u64.to_le_bytes().to_vec();
         half.extend_from_slice(&[7u8; 10]);
         use std::io::Write;
-        let mut raw = std::fs::File::from(std::os::fd::OwnedFd::from(
-            std::os::fd::AsFd::as_fd(&child_end).try_clone_to_owned().unwrap(),
-        ));
+        let mut raw = std::fs::File::from(std::os::fd::AsFd::as_fd(&child_end).try_clone_to_owned().unwrap());
         raw.write_all(&half).unwrap();
         std::thread::sleep(DEADLINE);
         0
