@@ -41,7 +41,9 @@ pub mod raw;
 mod segment;
 mod sys;
 
-pub use data::{pipe, pipe_oneway, Connection, JoinableQueue, Queue, Receiver, Sender};
+pub use data::{
+    pipe, pipe_oneway, Connection, Dict, JoinableQueue, Namespace, Pool, PoolBuilder, Queue, Receiver, Sender,
+};
 pub use error::{Error, Result};
 pub use named::{
     unlink, Barrier, BoundedSemaphore, Builder, Condition, ConditionGuard, Event, Lock, LockGuard, Mutex, MutexGuard,

@@ -133,9 +133,11 @@ fn a_consumer_killed_inside_get_20_times_loses_at_most_its_one_message() {
             q.put_timeout(&Some(Msg::new(0, next)), DEADLINE).unwrap();
             next += 1;
         }
+        // Read before the fork: a fast consumer may drain the queue before
+        // this thread runs again.
+        let before = ledger.received.load(Ordering::SeqCst);
         let mut victim = fork(consumer(&q, &ledger));
         let start = Instant::now();
-        let before = ledger.received.load(Ordering::SeqCst);
         while ledger.received.load(Ordering::SeqCst) < before + 50 + round {
             assert!(start.elapsed() < DEADLINE, "consumer made no progress");
             std::hint::spin_loop();

@@ -6,9 +6,16 @@
 //! typed error, and no message is ever half delivered.
 
 mod codec;
+mod dict;
+mod namespace;
 mod pipe;
+mod pool;
 mod queue;
 mod ring;
+mod table;
 
+pub use dict::Dict;
+pub use namespace::Namespace;
 pub use pipe::{pipe, pipe_oneway, Connection, Receiver, Sender, DEFAULT_MAX_FRAME};
+pub use pool::{Imap, Pool, PoolBuilder};
 pub use queue::{JoinableQueue, Queue};

@@ -208,7 +208,7 @@ macro_rules! named_lifecycle {
             }
         }
 
-        impl crate::named::private::FromSegment for $ty {
+        impl crate::named::FromSegment for $ty {
             fn from_segment(seg: crate::segment::Segment<Self::Object>) -> Self {
                 $ty { seg }
             }

@@ -57,6 +57,15 @@ pub fn at_exit(hook: extern "C" fn()) -> bool {
     unsafe { libc::atexit(hook) == 0 }
 }
 
+/// Closes a descriptor this forked child inherited and does not own as a
+/// Rust value (it belongs to a copy of a parent-side handle).
+pub fn close_inherited(fd: std::os::fd::RawFd) {
+    // SAFETY: closing an fd number has no memory-safety preconditions; the
+    // handle that owns it in this child is never used here (it is the
+    // parent's, copied by fork), so no double use follows.
+    unsafe { libc::close(fd) };
+}
+
 /// How many threads this process has (from /proc), or 1 if unknown.
 pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)

@@ -1,0 +1,62 @@
+//! What travels between the pool and its workers, and the trampoline that
+//! runs a task function in a worker.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use super::super::codec;
+
+/// Runs a task function, given its address and one encoded item.
+pub type Call = fn(usize, &[u8]) -> Result<ByteBuf, String>;
+
+/// A chunk of items for one worker.
+#[derive(Serialize, Deserialize)]
+pub struct Task {
+    /// Input index of the first item.
+    pub first: u64,
+    /// Address of the trampoline (`call::<T, R>`).
+    pub call: u64,
+    /// Address of the user's `fn(T) -> R`.
+    pub func: u64,
+    /// Encoded items.
+    pub items: Vec<ByteBuf>,
+}
+
+/// The outcome of a chunk: for each item, its encoded result or the panic.
+#[derive(Serialize, Deserialize)]
+pub struct Done {
+    /// Input index of the first item.
+    pub first: u64,
+    /// One outcome per item.
+    pub outcomes: Vec<Result<ByteBuf, String>>,
+}
+
+/// Decodes an item, runs `fn(T) -> R` at `func`, and encodes the result.
+pub fn call<T: DeserializeOwned, R: Serialize>(func: usize, item: &[u8]) -> Result<ByteBuf, String> {
+    // SAFETY: `func` is the address of a `fn(T) -> R` with these very T and R,
+    // taken by `Pool` in the process that forked this worker. fork copies the
+    // executable's mapping at the same addresses, so the address names the
+    // same function here. Task messages come only from that parent, over a
+    // private socket pair.
+    let f = unsafe { std::mem::transmute::<usize, fn(T) -> R>(func) };
+    let item: T = codec::decode(item).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    codec::encode_into(&f(item), &mut out).map_err(|e| e.to_string())?;
+    Ok(ByteBuf::from(out))
+}
+
+/// The trampoline for `fn(T) -> R` and the function's address, as sent.
+pub fn addresses<T: DeserializeOwned, R: Serialize>(f: fn(T) -> R) -> (u64, u64) {
+    let call: Call = call::<T, R>;
+    (call as usize as u64, f as usize as u64)
+}
+
+/// The message of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the task panicked".to_string())
+}
