@@ -98,39 +98,7 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 }
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V> {
-    /// Creates a dict named `name` whose encoded map may take
-    /// `capacity_bytes` (16 bytes to 2 GiB).
-    pub fn create(name: &str, capacity_bytes: usize) -> Result<Self> {
-        Self::builder(name).capacity(capacity_bytes).create()
-    }
-
-    /// Opens the dict named `name`; `IncompatibleLayout` if it was created
-    /// with other key or value types.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::builder(name).open()
-    }
-
-    /// Opens `name`, creating it with `capacity_bytes` if needed.
-    pub fn open_or_create(name: &str, capacity_bytes: usize) -> Result<Self> {
-        Self::builder(name).capacity(capacity_bytes).open_or_create()
-    }
-
-    /// Creates a dict under a generated name, removed when this handle
-    /// drops; forked children inherit it, others open it by
-    /// [`name`](Self::name).
-    pub fn new(capacity_bytes: usize) -> Result<Self> {
-        Self::builder("unnamed").capacity(capacity_bytes).create_unique()
-    }
-
-    /// A [`Builder`] for the capacity, mode, open timeout and unlink-on-drop.
-    pub fn builder(name: &str) -> Builder<Self> {
-        Builder::new(name)
-    }
-
-    /// The segment's name.
-    pub fn name(&self) -> &str {
-        self.seg.name()
-    }
+    crate::named::lifecycle_fns!(Dict { capacity: usize });
 
     fn view(&self) -> View<'_> {
         View::of(&self.seg)

@@ -96,38 +96,7 @@ fn key(field: &str) -> Result<Vec<u8>> {
 }
 
 impl Namespace {
-    /// Creates a namespace named `name` whose encoded fields may take
-    /// `capacity_bytes` (16 bytes to 2 GiB).
-    pub fn create(name: &str, capacity_bytes: usize) -> Result<Self> {
-        Self::builder(name).capacity(capacity_bytes).create()
-    }
-
-    /// Opens the namespace named `name`.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::builder(name).open()
-    }
-
-    /// Opens `name`, creating it with `capacity_bytes` if needed.
-    pub fn open_or_create(name: &str, capacity_bytes: usize) -> Result<Self> {
-        Self::builder(name).capacity(capacity_bytes).open_or_create()
-    }
-
-    /// Creates a namespace under a generated name, removed when this handle
-    /// drops; forked children inherit it, others open it by
-    /// [`name`](Self::name).
-    pub fn new(capacity_bytes: usize) -> Result<Self> {
-        Self::builder("unnamed").capacity(capacity_bytes).create_unique()
-    }
-
-    /// A [`Builder`] for the capacity, mode, open timeout and unlink-on-drop.
-    pub fn builder(name: &str) -> Builder<Self> {
-        Builder::new(name)
-    }
-
-    /// The segment's name.
-    pub fn name(&self) -> &str {
-        self.seg.name()
-    }
+    crate::named::lifecycle_fns!(Namespace { capacity: usize });
 
     fn view(&self) -> View<'_> {
         View::of(&self.seg)

@@ -105,37 +105,7 @@ macro_rules! named_queue {
         }
 
         impl<T: Serialize + DeserializeOwned> $ty<T> {
-            /// Creates a queue named `name` with a ring of `capacity_bytes`.
-            pub fn create(name: &str, capacity_bytes: usize) -> Result<Self> {
-                Self::builder(name).capacity(capacity_bytes).create()
-            }
-
-            /// Opens the queue named `name`; `IncompatibleLayout` if it
-            /// carries another message type.
-            pub fn open(name: &str) -> Result<Self> {
-                Self::builder(name).open()
-            }
-
-            /// Opens `name`, creating it with `capacity_bytes` if needed.
-            pub fn open_or_create(name: &str, capacity_bytes: usize) -> Result<Self> {
-                Self::builder(name).capacity(capacity_bytes).open_or_create()
-            }
-
-            /// Creates a queue under a generated name, removed when this
-            /// handle drops; forked children inherit it.
-            pub fn new(capacity_bytes: usize) -> Result<Self> {
-                Self::builder("unnamed").capacity(capacity_bytes).create_unique()
-            }
-
-            /// A [`Builder`] for the mode, open timeout and unlink-on-drop.
-            pub fn builder(name: &str) -> Builder<Self> {
-                Builder::new(name)
-            }
-
-            /// The segment's name.
-            pub fn name(&self) -> &str {
-                self.seg.name()
-            }
+            crate::named::lifecycle_fns!($ty { capacity: usize });
 
             fn ring(&self) -> (&Ring, Bytes) {
                 let ring = self.seg.object();

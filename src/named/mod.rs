@@ -151,61 +151,72 @@ pub fn unlink(name: &str) -> Result<()> {
     segment::unlink(name)
 }
 
-/// Writes the lifecycle calls of a named type once. `$param: $ty` are the
-/// creation parameters, each with a builder method of the same name.
+/// Writes the lifecycle calls of a named type once, inside an `impl` block
+/// of any shape (generic types use it too). `$param: $ty` are the creation
+/// parameters, each with a builder method of the same name. The type keeps
+/// its segment in a field called `seg`.
+macro_rules! lifecycle_fns {
+    ($ty:ident { $($param:ident : $pty:ty),* }) => {
+        #[doc = concat!("Creates a new ", stringify!($ty), " named `name`.")]
+        ///
+        /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the
+        /// name is taken; [`Error::InvalidName`](crate::Error::InvalidName)
+        /// if it breaks the rules (1 to 200 bytes of `[A-Za-z0-9._-]`).
+        pub fn create(name: &str $(, $param: $pty)*) -> $crate::Result<Self> {
+            Self::builder(name)$(.$param($param))*.create()
+        }
+
+        #[doc = concat!("Opens the existing ", stringify!($ty), " named `name`.")]
+        ///
+        /// Waits up to 5 s (see `builder().open_timeout`) for a creator
+        /// in another process to finish. Errors: `NotFound`, `WrongKind`,
+        /// `IncompatibleLayout` (another build, or other types), `Corrupt`,
+        /// `InitTimeout`, `PermissionDenied`.
+        pub fn open(name: &str) -> $crate::Result<Self> {
+            Self::builder(name).open()
+        }
+
+        #[doc = concat!("Opens the ", stringify!($ty), " named `name`, creating it first if it does not exist.")]
+        ///
+        /// Any number of processes may race here: exactly one creates and
+        /// initialises, the others open. The parameters of an existing
+        /// object are kept.
+        pub fn open_or_create(name: &str $(, $param: $pty)*) -> $crate::Result<Self> {
+            Self::builder(name)$(.$param($param))*.open_or_create()
+        }
+
+        #[doc = concat!("Creates a new ", stringify!($ty), " under a generated unique name, removed when this handle drops.")]
+        ///
+        /// Forked children inherit it; other processes open it by
+        /// [`name`](Self::name).
+        pub fn new($($param: $pty),*) -> $crate::Result<Self> {
+            Self::builder("unnamed")$(.$param($param))*.create_unique()
+        }
+
+        #[doc = concat!("A [`Builder`](crate::Builder) for a ", stringify!($ty), " named `name`, to set the mode, open timeout and unlink-on-drop.")]
+        pub fn builder(name: &str) -> $crate::Builder<Self> {
+            $crate::Builder::new(name)
+        }
+
+        /// The segment's name, without a leading `/`.
+        pub fn name(&self) -> &str {
+            self.seg.name()
+        }
+
+        /// The pid of the process that created the segment.
+        pub fn creator_pid(&self) -> Option<u32> {
+            self.seg.creator_pid()
+        }
+    };
+}
+pub(crate) use lifecycle_fns;
+
+/// The lifecycle calls, `FromSegment` and `Debug` of a non-generic named
+/// type whose only field is `seg`.
 macro_rules! named_lifecycle {
     ($ty:ident { $($param:ident : $pty:ty),* }) => {
         impl $ty {
-            #[doc = concat!("Creates a new ", stringify!($ty), " named `name`.")]
-            ///
-            /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the
-            /// name is taken; [`Error::InvalidName`](crate::Error::InvalidName)
-            /// if it breaks the rules (1 to 200 bytes of `[A-Za-z0-9._-]`).
-            pub fn create(name: &str $(, $param: $pty)*) -> $crate::Result<Self> {
-                Self::builder(name)$(.$param($param))*.create()
-            }
-
-            #[doc = concat!("Opens the existing ", stringify!($ty), " named `name`.")]
-            ///
-            /// Waits up to 5 s (see `builder().open_timeout`) for a creator
-            /// in another process to finish. Errors: `NotFound`, `WrongKind`,
-            /// `IncompatibleLayout`, `Corrupt`, `InitTimeout`,
-            /// `PermissionDenied`.
-            pub fn open(name: &str) -> $crate::Result<Self> {
-                Self::builder(name).open()
-            }
-
-            #[doc = concat!("Opens the ", stringify!($ty), " named `name`, creating it first if it does not exist.")]
-            ///
-            /// Any number of processes may race here: exactly one creates and
-            /// initialises, the others open. The parameters of an existing
-            /// object are kept.
-            pub fn open_or_create(name: &str $(, $param: $pty)*) -> $crate::Result<Self> {
-                Self::builder(name)$(.$param($param))*.open_or_create()
-            }
-
-            #[doc = concat!("Creates a new ", stringify!($ty), " under a generated unique name, removed when this handle drops.")]
-            ///
-            /// Forked children inherit it; other processes open it by
-            /// [`name`](Self::name).
-            pub fn new($($param: $pty),*) -> $crate::Result<Self> {
-                Self::builder("unnamed")$(.$param($param))*.create_unique()
-            }
-
-            #[doc = concat!("A [`Builder`](crate::Builder) for a ", stringify!($ty), " named `name`, to set the mode, open timeout and unlink-on-drop.")]
-            pub fn builder(name: &str) -> $crate::Builder<Self> {
-                $crate::Builder::new(name)
-            }
-
-            /// The segment's name, without a leading `/`.
-            pub fn name(&self) -> &str {
-                self.seg.name()
-            }
-
-            /// The pid of the process that created the segment.
-            pub fn creator_pid(&self) -> Option<u32> {
-                self.seg.creator_pid()
-            }
+            crate::named::lifecycle_fns!($ty { $($param: $pty),* });
         }
 
         impl crate::named::FromSegment for $ty {

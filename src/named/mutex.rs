@@ -104,36 +104,7 @@ impl<T: Pod> std::panic::UnwindSafe for Mutex<T> {}
 impl<T: Pod> std::panic::RefUnwindSafe for Mutex<T> {}
 
 impl<T: Pod> Mutex<T> {
-    /// Creates a new `Mutex<T>` named `name` holding `value`.
-    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the name is taken.
-    pub fn create(name: &str, value: T) -> Result<Self> {
-        Self::builder(name).value(value).create()
-    }
-
-    /// Opens the existing `Mutex<T>` named `name`, checking `T`.
-    pub fn open(name: &str) -> Result<Self> {
-        Self::builder(name).open()
-    }
-
-    /// Opens `name`, creating it with `value` if it does not exist.
-    pub fn open_or_create(name: &str, value: T) -> Result<Self> {
-        Self::builder(name).value(value).open_or_create()
-    }
-
-    /// Creates one under a generated unique name, removed when this handle drops.
-    pub fn new(value: T) -> Result<Self> {
-        Self::builder("unnamed").value(value).create_unique()
-    }
-
-    /// A [`Builder`] for the mode, open timeout and unlink-on-drop.
-    pub fn builder(name: &str) -> Builder<Self> {
-        Builder::new(name)
-    }
-
-    /// The segment's name.
-    pub fn name(&self) -> &str {
-        self.seg.name()
-    }
+    crate::named::lifecycle_fns!(Mutex { value: T });
 
     fn cell(&self) -> &MutexCell<T> {
         self.seg.object()
