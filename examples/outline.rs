@@ -1,5 +1,6 @@
-//! The tour: every section of the module outline (sections 1 to 14), in
-//! order, each under a heading. This is the README's "see it work" command.
+//! The tour: every section of the module outline (sections 1 to 17, then
+//! the pipes and queues of its `+` row), in order, each under a heading. This
+//! is the README's "see it work" command.
 //!
 //! Run: `cargo run --release --example outline`
 //!
@@ -17,18 +18,30 @@
 //! == 2. Passing arguments ==
 //! Worker: 0
 //! ...
+//!
+//! == 17. Parallel evaluation of a list comprehension ==
+//! ...
+//!
+//! == + Pipes ==
+//! (42, None, "hello")
+//!
+//! == + Queues ==
+//! ...
 //! ```
 //!
 //! Each section runs in a process of its own: this binary started again with
-//! `--section N`, which calls that section's `main`. A section so behaves
-//! exactly as its standalone example, which it could not if they all shared
-//! one process: default names count every `Process` a process constructs
-//! (`Process-3`, `Worker-1`, `Process-1` in sections 4, 9 and 10 would come
-//! out higher), `log_to_stderr` would stay on for every later section, and
-//! the exit hook that terminates section 5's daemon and prints section 9's
-//! last line runs only when the process exits.
+//! `--section KEY` (the section's number, or `pipe` or `queue` for the last
+//! two), which calls that section's `main`. A section so behaves exactly as
+//! its standalone example, which it could not if they all shared one
+//! process: default names count every `Process` a process constructs
+//! (`Process-3`, `Worker-1`, `Process-1` in sections 4, 9 and 10, and the
+//! `PoolWorker-N` and `Consumer-N` of sections 15 and `queue`, would come out
+//! higher), `log_to_stderr` would stay on for every later section, and the
+//! exit hook that terminates section 5's daemon and prints section 9's last
+//! line runs only when the process exits.
 //!
-//! `cargo run --release --example outline -- --section 11` runs one section.
+//! `cargo run --release --example outline -- --section 11` runs one section;
+//! `-- --section pipe` runs the pipes.
 
 #[path = "condition.rs"]
 mod condition;
@@ -36,6 +49,14 @@ mod condition;
 mod event;
 #[path = "lock.rs"]
 mod lock;
+#[path = "manager.rs"]
+mod manager;
+#[path = "mapreduce.rs"]
+mod mapreduce;
+#[path = "pipe.rs"]
+mod pipe;
+#[path = "pool.rs"]
+mod pool;
 #[path = "process_args.rs"]
 mod process_args;
 #[path = "process_daemon.rs"]
@@ -56,6 +77,8 @@ mod process_spawn;
 mod process_subclass;
 #[path = "process_terminate.rs"]
 mod process_terminate;
+#[path = "queue.rs"]
+mod queue;
 #[path = "semaphore.rs"]
 mod semaphore;
 
@@ -66,39 +89,45 @@ use std::time::{Duration, Instant};
 /// One section's entry point.
 type Section = fn() -> Result<(), Box<dyn Error>>;
 
-/// The sections, in the outline's order.
-const SECTIONS: [(&str, Section); 14] = [
-    ("Process objects", process_simple::main),
-    ("Passing arguments", process_args::main),
-    ("Importable target functions", process_spawn::main),
-    ("Process ID / current process", process_names::main),
-    ("Daemon processes", process_daemon::main),
-    ("Waiting for processes", process_join::main),
-    ("Terminating processes", process_terminate::main),
-    ("Process exit status", process_exitcode::main),
-    ("Logging", process_logging::main),
-    ("Subclassing Process", process_subclass::main),
-    ("Signaling with Event", event::main),
-    ("Controlling access with Lock", lock::main),
-    ("Synchronizing with Condition", condition::main),
-    ("Concurrent access with Semaphore", semaphore::main),
+/// The sections, in the outline's order: the key `--section` takes, the
+/// heading, and the entry point.
+const SECTIONS: [(&str, &str, Section); 19] = [
+    ("1", "1. Process objects", process_simple::main),
+    ("2", "2. Passing arguments", process_args::main),
+    ("3", "3. Importable target functions", process_spawn::main),
+    ("4", "4. Process ID / current process", process_names::main),
+    ("5", "5. Daemon processes", process_daemon::main),
+    ("6", "6. Waiting for processes", process_join::main),
+    ("7", "7. Terminating processes", process_terminate::main),
+    ("8", "8. Process exit status", process_exitcode::main),
+    ("9", "9. Logging", process_logging::main),
+    ("10", "10. Subclassing Process", process_subclass::main),
+    ("11", "11. Signaling with Event", event::main),
+    ("12", "12. Controlling access with Lock", lock::main),
+    ("13", "13. Synchronizing with Condition", condition::main),
+    ("14", "14. Concurrent access with Semaphore", semaphore::main),
+    ("15", "15. Pool.map", pool::main),
+    ("16", "16. Manager", manager::main),
+    ("17", "17. Parallel evaluation of a list comprehension", mapreduce::main),
+    ("pipe", "+ Pipes", pipe::main),
+    ("queue", "+ Queues", queue::main),
 ];
 
 /// How long one section may take before the tour gives up on it.
 const SECTION_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Runs section `n` (1-based) in a new process: this binary with `--section n`.
-fn run_section(n: usize) -> Result<(), Box<dyn Error>> {
-    let mut child = Command::new(std::env::current_exe()?).args(["--section", &n.to_string()]).spawn()?;
+/// Runs section `key` in a new process: this binary with `--section key`.
+fn run_section(key: &str) -> Result<(), Box<dyn Error>> {
+    let mut child = Command::new(std::env::current_exe()?).args(["--section", key]).spawn()?;
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
-            return if status.success() { Ok(()) } else { Err(format!("section {n} failed: {status}").into()) };
+            return if status.success() { Ok(()) } else { Err(format!("section {key} failed: {status}").into()) };
         }
         if started.elapsed() > SECTION_DEADLINE {
             child.kill()?;
             child.wait()?;
-            return Err(format!("section {n} did not finish within {SECTION_DEADLINE:?}").into());
+            return Err(format!("section {key} did not finish within {SECTION_DEADLINE:?}").into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -112,17 +141,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     shmsync::process::entries(&entries);
 
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, n] = args.as_slice() {
+    if let [flag, key] = args.as_slice() {
         if flag == "--section" {
-            let n: usize = n.parse()?;
-            let (_, section) = SECTIONS.get(n.wrapping_sub(1)).ok_or_else(|| format!("no section {n}"))?;
+            let (_, _, section) =
+                SECTIONS.iter().find(|(k, _, _)| k == key).ok_or_else(|| format!("no section {key}"))?;
             return section();
         }
     }
 
-    for (i, (title, _)) in SECTIONS.iter().enumerate() {
-        println!("\n== {}. {title} ==", i + 1);
-        run_section(i + 1)?;
+    for (key, heading, _) in &SECTIONS {
+        println!("\n== {heading} ==");
+        run_section(key)?;
     }
     Ok(())
 }

@@ -154,9 +154,10 @@ pub enum Error {
         detail: String,
     },
 
-    /// A received message does not decode as the requested type (or leaves
-    /// bytes unread). The message is consumed; the channel stays usable.
-    #[error("a received message does not decode as the requested type: {detail}; use one message type per channel")]
+    /// A message or stored value does not decode as the requested type (or
+    /// leaves bytes unread). A received message is consumed; the channel or
+    /// store stays usable.
+    #[error("the data does not decode as the requested type: {detail}; read it as the type it was written with")]
     Decode {
         /// What postcard said.
         detail: String,

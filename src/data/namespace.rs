@@ -104,7 +104,11 @@ impl Namespace {
 
     /// Sets `field` to `value`, replacing any value (of any type) it had.
     /// `Full` if the namespace would not fit, with nothing changed.
-    pub fn set<T: Serialize + ?Sized>(&self, field: &str, value: &T) -> Result<()> {
+    ///
+    /// The value is stored with its type's fingerprint, and read back only as
+    /// that type, so `T` is an owned type: pass `&"text".to_string()` (a
+    /// `String`), not `"text"` (a `str`), and read it with `get::<String>`.
+    pub fn set<T: Serialize + DeserializeOwned>(&self, field: &str, value: &T) -> Result<()> {
         let key = key(field)?;
         let mut encoded = Vec::new();
         codec::encode_into(value, &mut encoded)?;

@@ -26,19 +26,22 @@ const YIELD_STEPS: u32 = 8;
 /// A bounded spin-then-yield countdown for one wait.
 pub(crate) struct SpinWait {
     step: u32,
-    parallel: bool,
+    /// Whether spinning can help; looked up at the first spin, so a waiter
+    /// that never spins pays nothing.
+    parallel: Option<bool>,
 }
 
 impl SpinWait {
-    /// A new countdown. Checks (cached) whether spinning can help.
+    /// A new countdown. Costs nothing until the first `spin`.
     pub(crate) fn new() -> SpinWait {
-        SpinWait { step: 0, parallel: proc::can_run_in_parallel() }
+        SpinWait { step: 0, parallel: None }
     }
 
     /// Spins or yields once. Returns `false` when the budget is spent and the
     /// caller should sleep on its futex.
     pub(crate) fn spin(&mut self) -> bool {
-        if self.parallel && self.step < SPIN_STEPS {
+        let parallel = *self.parallel.get_or_insert_with(proc::can_run_in_parallel);
+        if parallel && self.step < SPIN_STEPS {
             for _ in 0..1u32 << self.step {
                 std::hint::spin_loop();
             }

@@ -303,6 +303,27 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// As [`join`](Self::join), waiting at most `timeout` in all; `Ok(false)`
+    /// if some worker is still running then (call it again, or `terminate`).
+    pub fn join_timeout(&self, timeout: std::time::Duration) -> Result<bool> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut inner = self.lock();
+        if inner.state == State::Open {
+            return Err(Error::PoolNotClosed);
+        }
+        for w in &inner.workers {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if w.process.join_timeout(left)?.is_none() {
+                return Ok(false);
+            }
+        }
+        inner.workers.clear();
+        inner.state = State::Joined;
+        Ok(true)
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         if std::process::id() != self.owner {
