@@ -119,7 +119,7 @@ impl Connection {
             return Err(Error::TooLarge { len: payload.len(), max });
         }
         let header = (payload.len() as u64).to_le_bytes();
-        socket::send_all(&self.fd, &[&header, payload]).map_err(|e| match e {
+        socket::send_all(&self.fd, &header, payload).map_err(|e| match e {
             Errno::EPIPE | Errno::ECONNRESET => Error::Disconnected,
             e => Error::os("send", "pipe", e),
         })

@@ -229,7 +229,12 @@ impl Process {
     /// returns the same code. `Err(ProcessNotStarted)` before `start`.
     pub fn join(&self) -> Result<i32> {
         let pid = self.started_pid("join")?;
-        children::wait(pid, None)?.ok_or_else(|| Error::os("join", &self.name, nix::errno::Errno::EAGAIN))
+        // Without a deadline the wait ends only when the child has ended.
+        loop {
+            if let Some(code) = children::wait(pid, None)? {
+                return Ok(code);
+            }
+        }
     }
 
     /// Waits at most `timeout`; `Ok(None)` if the child still runs.

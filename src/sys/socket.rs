@@ -15,27 +15,14 @@ pub fn pair() -> Result<(OwnedFd, OwnedFd), Errno> {
     socket::socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
 }
 
-/// Writes all of `parts`, in order. `MSG_NOSIGNAL`: a closed peer is `EPIPE`,
-/// never a `SIGPIPE` that would kill the process.
-pub fn send_all(fd: &OwnedFd, parts: &[&[u8]]) -> Result<(), Errno> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
+/// Writes `header` then `payload`, wholly. `MSG_NOSIGNAL`: a closed peer is
+/// `EPIPE`, never a `SIGPIPE` that would kill the process.
+pub fn send_all(fd: &OwnedFd, header: &[u8], payload: &[u8]) -> Result<(), Errno> {
     let mut sent = 0;
-    while sent < total {
-        // Rebuild the slices that remain after `sent` bytes.
-        let mut skip = sent;
-        let slices: Vec<IoSlice<'_>> = parts
-            .iter()
-            .filter_map(|p| {
-                if skip >= p.len() {
-                    skip -= p.len();
-                    None
-                } else {
-                    let s = IoSlice::new(&p[skip..]);
-                    skip = 0;
-                    Some(s)
-                }
-            })
-            .collect();
+    while sent < header.len() + payload.len() {
+        let (h, p) =
+            if sent < header.len() { (&header[sent..], payload) } else { (&[][..], &payload[sent - header.len()..]) };
+        let slices = [IoSlice::new(h), IoSlice::new(p)];
         match socket::sendmsg::<()>(fd.as_raw_fd(), &slices, &[], MsgFlags::MSG_NOSIGNAL, None) {
             Ok(n) => sent += n,
             Err(Errno::EINTR) => continue,
