@@ -1,16 +1,25 @@
 //! # shmsync
 //!
 //! Cross-process synchronization for Linux: the primitives threads take for
-//! granted — [`Lock`], [`RLock`] and friends — living in named shared-memory
-//! segments, so any process that knows the name can use them, whether it
-//! shares a parent with the others or not.
+//! granted, living in named shared-memory segments, so any process that
+//! knows the name can use them — whether it shares a parent with the others
+//! or not — plus a `Process` launcher in the manner of Python's
+//! `multiprocessing`.
 //!
-//! - **Crash-proof.** Locks are robust, process-shared pthread mutexes: a
-//!   holder that is killed leaves the lock poisoned, never stuck.
-//! - **Named.** `Lock::open_or_create("jobs")` in two unrelated programs gives
-//!   them the same lock. [`unlink`] removes a name; `K::new()` makes an
+//! - **Locks**: [`Lock`], [`RLock`] and [`Mutex<T>`](Mutex) are robust,
+//!   process-shared pthread mutexes: a holder that is killed leaves the lock
+//!   poisoned, never stuck.
+//! - **Waiting**: [`Event`], [`Condition`], [`Semaphore`],
+//!   [`BoundedSemaphore`] and [`Barrier`] are shared futex words, so a waiter
+//!   killed mid-wait costs the others nothing and no notify ever blocks.
+//! - **Named**: `K::open_or_create("jobs")` in two unrelated programs gives
+//!   them the same object. [`unlink`] removes a name; `K::new()` makes an
 //!   object under a unique name that is removed when the handle drops.
-//! - **Embeddable.** [`raw`] holds the `#[repr(C)]` primitives for your own
+//! - **Processes**: [`Process`] (fork or spawn), [`current`],
+//!   [`process::exit`], [`log_to_stderr`].
+//! - **Data**: [`pipe`], [`Queue`], [`JoinableQueue`], [`Pool`], [`Dict`],
+//!   [`Namespace`] (see [`data`]).
+//! - **Embeddable**: [`raw`] holds the `#[repr(C)]` primitives for your own
 //!   shared structs.
 //!
 //! ```no_run
@@ -26,6 +35,9 @@
 //! - Do not unmap a lock (drop its last handle) while a guard for it is
 //!   forgotten with `mem::forget`: the kernel's robust list would point into
 //!   the unmapped page.
+//! - Typed segments (`Mutex<T>`, `Queue<T>`, `Dict<K, V>`) fingerprint their
+//!   types by name, which is stable for one compiler version: build every
+//!   process that shares one with the same compiler.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
