@@ -24,9 +24,50 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 static FORK_MTX: Mutex<()> = Mutex::new(());
 
-/// Serialises the tests of one binary. Hold it for the whole test.
-pub fn serial() -> MutexGuard<'static, ()> {
-    FORK_MTX.lock().unwrap_or_else(|e| e.into_inner())
+/// How long one test may run before its watchdog ends the test binary.
+pub const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// Held for the whole of a test: serialises the tests of one binary, and
+/// bounds the test in time.
+pub struct Serial {
+    _lock: MutexGuard<'static, ()>,
+    _watchdog: Watchdog,
+}
+
+/// Serialises the tests of one binary (nix's `FORK_MTX` habit), and arms a
+/// watchdog: every blocking call in the test, with or without its own
+/// deadline, is then bounded, and a hang fails the run instead of stalling
+/// CI.
+pub fn serial() -> Serial {
+    let lock = FORK_MTX.lock().unwrap_or_else(|e| e.into_inner());
+    Serial { _lock: lock, _watchdog: Watchdog::arm(WATCHDOG) }
+}
+
+/// Aborts the process if not dropped within its time. Its thread sleeps in
+/// a channel wait, holding no lock a forked child could need.
+pub struct Watchdog {
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Watchdog {
+    fn arm(limit: Duration) -> Watchdog {
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
+                eprintln!("watchdog: test '{test}' ran longer than {limit:?}; aborting the test binary");
+                std::process::abort();
+            }
+        });
+        Watchdog { done: Some(done) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the watchdog thread with `Disconnected`.
+        self.done.take();
+    }
 }
 
 /// A forked child process.
