@@ -1,60 +1,111 @@
 //! The one spin policy: how long a waiter keeps checking before it sleeps.
 //!
 //! A kernel wake across cores costs tens of microseconds on a VM (measured
-//! here: 45–57 µs per round trip), while a peer that is running answers in
-//! well under one. So a waiter first spins with `pause`, briefly; then it
-//! yields its CPU a few times, which is what lets a peer on the *same* core
-//! run and answer; only then does it sleep on the futex.
+//! here: 45–57 µs per round trip), while a peer that is running on another
+//! core answers in well under one. So a waiter first polls its word with
+//! `pause` for a while, then sleeps on its futex.
 //!
-//! When the calling thread may run on one CPU only (pinned), spinning cannot
-//! help — the peer cannot run until we stop — so the spin phase is skipped
-//! and the waiter goes straight to yielding.
+//! How long is learned, per thread: a wait that spinning satisfied doubles
+//! the budget (up to `MAX_BUDGET` pauses); one that had to sleep cuts it by
+//! a quarter (down to `MIN_BUDGET`, so it keeps probing cheaply). Spinning helps only
+//! when the peer runs on another core at the same time, which a waiter
+//! cannot see: processes may be pinned anywhere, or share a core because the
+//! scheduler put them there. When the peer shares our core, polling only
+//! delays it, every poll fails, and the budget falls to a few pauses within
+//! a handful of waits.
 //!
-//! The limits were chosen with `cargo bench --bench handoff`: they keep a
-//! cross-core ping-pong on the spinning path (round trips under 1 µs instead
-//! of ~55 µs through the kernel on this 2-vCPU VM). The price is CPU: a
-//! wait that ends up sleeping first burns about `SPIN_STEPS` doublings of
-//! `pause` plus `YIELD_STEPS` calls to `sched_yield` — measured on an AMD
-//! EPYC VM, a median 70 µs (at most ~140 µs) of CPU per such wait, about
-//! one to two times what a kernel wake costs here, which is the classic
-//! bound for spinning before blocking.
+//! No `sched_yield`: with an unrelated busy process on the core, a yield can
+//! hand it a whole time slice (milliseconds), while a futex sleeper that is
+//! woken gets the scheduler's wake-up preference.
+//!
+//! The limits were chosen with `cargo bench --bench handoff` (three
+//! placements, plus a CPU hog on one core for the unpinned case). The price
+//! is CPU: a wait that ends up sleeping first burns the budget, at most
+//! `MAX_BUDGET` pauses (tens of microseconds, about what one kernel wake
+//! costs here, the classic bound for spinning before blocking), and only
+//! while spinning keeps paying off.
 
-use crate::sys::proc;
+use std::cell::Cell;
 
-/// Doublings of the pause loop: 1 + 2 + ... + 2^(SPIN_STEPS-1) pauses in all
-/// (2047 for 11), some 10–60 µs depending on the CPU's `pause` latency.
-const SPIN_STEPS: u32 = 11;
-/// `sched_yield` calls after the spinning, before sleeping.
-const YIELD_STEPS: u32 = 8;
+/// The least a waiter spins, in pauses: under a microsecond.
+const MIN_BUDGET: u32 = 32;
+/// The most a waiter spins, in pauses: some tens of microseconds.
+const MAX_BUDGET: u32 = 2048;
+/// Where a thread starts: spinning as long as it may, so two processes on
+/// different cores start out, and stay, in the fast polling regime.
+const INITIAL_BUDGET: u32 = MAX_BUDGET;
 
-/// A bounded spin-then-yield countdown for one wait.
+thread_local! {
+    /// This thread's spin budget, in pauses.
+    static BUDGET: Cell<u32> = const { Cell::new(INITIAL_BUDGET) };
+}
+
+/// A bounded spin countdown for one wait. Dropping it records whether the
+/// spin paid off.
 pub(crate) struct SpinWait {
-    step: u32,
-    /// Whether spinning can help; looked up at the first spin, so a waiter
-    /// that never spins pays nothing.
-    parallel: Option<bool>,
+    spent: u32,
+    budget: u32,
+    burst: u32,
+    exhausted: bool,
 }
 
 impl SpinWait {
-    /// A new countdown. Costs nothing until the first `spin`.
+    /// A new countdown with this thread's current budget.
     pub(crate) fn new() -> SpinWait {
-        SpinWait { step: 0, parallel: None }
+        SpinWait { spent: 0, budget: BUDGET.get(), burst: 1, exhausted: false }
     }
 
-    /// Spins or yields once. Returns `false` when the budget is spent and the
-    /// caller should sleep on its futex.
+    /// Pauses a little (bursts double, so the word is checked often at
+    /// first). Returns `false` when the budget is spent and the caller should
+    /// sleep on its futex.
     pub(crate) fn spin(&mut self) -> bool {
-        let parallel = *self.parallel.get_or_insert_with(proc::can_run_in_parallel);
-        if parallel && self.step < SPIN_STEPS {
-            for _ in 0..1u32 << self.step {
-                std::hint::spin_loop();
-            }
-        } else if self.step < SPIN_STEPS + YIELD_STEPS {
-            std::thread::yield_now();
-        } else {
+        if self.spent >= self.budget {
+            self.exhausted = true;
             return false;
         }
-        self.step += 1;
+        let n = self.burst.min(self.budget - self.spent);
+        for _ in 0..n {
+            std::hint::spin_loop();
+        }
+        self.spent += n;
+        self.burst = (self.burst * 2).min(64);
         true
+    }
+}
+
+impl Drop for SpinWait {
+    fn drop(&mut self) {
+        if self.exhausted {
+            // A gentle cut: one slow wake between two spinning peers must not
+            // tip them both into sleeping for good, while a peer on our own
+            // core (every spin fails) still brings the budget down to the
+            // floor within about a dozen waits.
+            BUDGET.set((self.budget - self.budget / 4).max(MIN_BUDGET));
+        } else if self.spent > 0 {
+            BUDGET.set((self.budget * 2).min(MAX_BUDGET));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_halves_after_a_failed_spin_and_doubles_after_a_good_one() {
+        BUDGET.set(INITIAL_BUDGET);
+        let mut failed = SpinWait::new();
+        while failed.spin() {}
+        drop(failed);
+        assert_eq!(BUDGET.get(), INITIAL_BUDGET - INITIAL_BUDGET / 4);
+        let mut good = SpinWait::new();
+        assert!(good.spin());
+        drop(good);
+        assert_eq!(BUDGET.get(), MAX_BUDGET);
+        for _ in 0..40 {
+            let mut failed = SpinWait::new();
+            while failed.spin() {}
+        }
+        assert_eq!(BUDGET.get(), MIN_BUDGET);
     }
 }
