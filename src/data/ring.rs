@@ -156,21 +156,11 @@ impl Ring {
         }
     }
 
-    /// Takes the lock, spinning briefly first (robust mutexes never spin on
-    /// their own). A holder's death is repaired silently: every change is
-    /// committed by one store, so the ring is whole; the waiters are woken in
-    /// case the dead holder had not.
+    /// Takes the lock. A holder's death is repaired silently: every change
+    /// is committed by one store, so the ring is whole; the waiters are woken
+    /// in case the dead holder had not.
     fn lock(&self) {
-        let mut spin = crate::raw::SpinWait::new();
-        let how = loop {
-            if let Some(how) = self.lock.try_lock() {
-                break how;
-            }
-            if !spin.spin() {
-                break self.lock.lock();
-            }
-        };
-        if how == Locked::Poisoned {
+        if self.lock.lock() == Locked::Poisoned {
             self.lock.clear_poison();
             for w in [&self.not_empty, &self.not_full, &self.all_done] {
                 w.notify(true);

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::codec;
 use crate::error::{Error, Result};
-use crate::raw::{Locked, RawLock, SpinWait};
+use crate::raw::{Locked, RawLock};
 use crate::segment::Segment;
 
 /// One entry: postcard bytes of a key and of its value.
@@ -168,16 +168,7 @@ impl Table {
     /// their own). A holder's death is repaired silently: the active half is
     /// always whole (see the module docs), so the poison only says so.
     fn lock(&self) -> Held<'_> {
-        let mut spin = SpinWait::new();
-        let how = loop {
-            if let Some(how) = self.lock.try_lock() {
-                break how;
-            }
-            if !spin.spin() {
-                break self.lock.lock();
-            }
-        };
-        if how == Locked::Poisoned {
+        if self.lock.lock() == Locked::Poisoned {
             self.lock.clear_poison();
         }
         Held(&self.lock)

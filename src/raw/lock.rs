@@ -84,8 +84,26 @@ impl Robust {
         }
     }
 
+    /// Takes the lock: one attempt inline, then the contended path.
     #[inline]
     fn lock(&self, what: &str) -> Locked {
+        match self.try_lock() {
+            Some(how) => how,
+            None => self.lock_contended(what),
+        }
+    }
+
+    /// glibc's robust mutexes go to the kernel at once when taken; a holder
+    /// on another core usually lets go within microseconds, so poll with
+    /// `try_lock` on the crate's spin budget first, then block.
+    #[cold]
+    fn lock_contended(&self, what: &str) -> Locked {
+        let mut spin = super::SpinWait::new();
+        while spin.spin() {
+            if let Some(how) = self.try_lock() {
+                return how;
+            }
+        }
         // SAFETY: `self` is a reference to an initialised lock (the type's
         // contract), so the mutex is initialised and mapped for the call.
         let how = unsafe { pthread::lock(self.mutex()) };
