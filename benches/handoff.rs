@@ -65,10 +65,11 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{exited_cleanly, reap_all, Child, Line, Mapping, ZeroValid, DEADLINE};
+use common::{
+    allowed_cpus, exit_problem, reap_all, sem_init_shared, sem_post, sem_wait, Child, Line, Mapping, ZeroValid,
+    DEADLINE,
+};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 use raw_sync::events::{Event as RawSyncEvent, EventImpl, EventInit, EventState};
 use raw_sync::Timeout;
 
@@ -111,40 +112,6 @@ impl Shared {
 // is initialised before use and only reached through raw pointers, as
 // `Shared`'s docs say; all-zero bytes are valid for each.
 unsafe impl ZeroValid for Shared {}
-
-/// Initialises the process-shared POSIX semaphore at `sem` with value 0.
-///
-/// # Safety
-/// `sem` must be valid for writes, aligned, and unused by anyone until this
-/// returns.
-unsafe fn sem_init_shared(sem: *mut libc::sem_t) {
-    // SAFETY: forwarded from the caller; pshared = 1 because the semaphore
-    // lives in a MAP_SHARED mapping used across fork.
-    let rc = unsafe { libc::sem_init(sem, 1, 0) };
-    assert_eq!(rc, 0, "sem_init: {}", std::io::Error::last_os_error());
-}
-
-/// `sem_post`, checked.
-///
-/// # Safety
-/// `sem` must be an initialised semaphore that stays mapped for the call.
-unsafe fn sem_post(sem: *mut libc::sem_t) {
-    // SAFETY: forwarded from the caller.
-    let rc = unsafe { libc::sem_post(sem) };
-    assert_eq!(rc, 0, "sem_post: {}", std::io::Error::last_os_error());
-}
-
-/// `sem_wait`, checked and retried on `EINTR`.
-///
-/// # Safety
-/// As for [`sem_post`].
-unsafe fn sem_wait(sem: *mut libc::sem_t) {
-    // SAFETY: forwarded from the caller.
-    while unsafe { libc::sem_wait(sem) } != 0 {
-        let err = std::io::Error::last_os_error();
-        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "sem_wait: {err}");
-    }
-}
 
 /// One way of handing control to another process and getting it back.
 /// `ping` and `pong` each run in their own forked process.
@@ -269,7 +236,7 @@ impl<'a> PosixSems<'a> {
     fn new(shared: &'a Shared) -> Self {
         for i in 0..2 {
             // SAFETY: the slot is aligned, mapped, and used by nobody yet.
-            unsafe { sem_init_shared(shared.sem(i)) };
+            unsafe { sem_init_shared(shared.sem(i), 0) };
         }
         PosixSems { shared }
     }
@@ -355,8 +322,7 @@ struct Placement {
 /// The placements this machine allows, from the bench's own affinity (which
 /// the children inherit unless they pin themselves).
 fn placements() -> Vec<Placement> {
-    let set = sched_getaffinity(Pid::from_raw(0)).expect("sched_getaffinity");
-    let cpus: Vec<usize> = (0..CpuSet::count()).filter(|&i| set.is_set(i).unwrap_or(false)).collect();
+    let cpus = allowed_cpus();
     let mut out = Vec::new();
     if let [a, b, ..] = cpus[..] {
         out.push(Placement { name: "cross_core", initiator: Some(a), responder: Some(b) });
@@ -368,26 +334,12 @@ fn placements() -> Vec<Placement> {
     out
 }
 
-fn pin_to(cpu: usize) -> nix::Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set)
-}
-
 /// Panics unless `child`, reaped with wait `status`, exited 0, saying how it
 /// failed in `what`.
 fn check_exit(child: &Child, status: libc::c_int, what: &str) {
-    if exited_cleanly(status) {
-        return;
+    if let Some(problem) = exit_problem(child, status) {
+        panic!("{what}: {problem}");
     }
-    let how = if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
-        format!("still running after {DEADLINE:?} (killed by its SIGALRM deadline)")
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("exited with code {} (2: pinning failed, 3: parent gone, 101: panic)", libc::WEXITSTATUS(status))
-    };
-    panic!("{what}: the {} (pid {}) {how}", child.role, child.pid);
 }
 
 /// Forks a child that arms its `alarm` deadline, pins itself to `cpu` (if
@@ -396,22 +348,13 @@ fn check_exit(child: &Child, status: libc::c_int, what: &str) {
 /// # Safety
 /// As for [`common::spawn`].
 unsafe fn spawn(role: &'static str, cpu: Option<usize>, body: &dyn Fn()) -> Child {
-    let child_body = || {
-        // SAFETY: alarm only arms this process's timer; SIGALRM keeps its
-        // default action (terminate), which is the deadline.
-        unsafe { libc::alarm(DEADLINE.as_secs() as libc::c_uint) };
-        // Before the first wait: shmsync caches its affinity check.
-        if let Some(cpu) = cpu {
-            if pin_to(cpu).is_err() {
-                return 2;
-            }
-        }
-        body();
-        0
-    };
-    // SAFETY: forwarded from the caller; `alarm` and the pinning touch only
-    // the child's own timer and affinity.
-    unsafe { common::spawn(role, &child_body) }
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        common::spawn_pinned(role, cpu, &|| {
+            body();
+            0
+        })
+    }
 }
 
 /// One `iter_custom` sample: fork a responder that answers `iters + 1`
@@ -531,7 +474,7 @@ fn uncontended(c: &mut Criterion) {
     group.bench_function("posix_sem_post_wait", |b| {
         let sem: *mut libc::sem_t = shared.lone_sem.0.get().cast();
         // SAFETY: the slot is aligned, mapped and not yet used.
-        unsafe { sem_init_shared(sem) };
+        unsafe { sem_init_shared(sem, 0) };
         // SAFETY: initialised above and mapped while `map` lives; each post
         // is followed by a wait that takes it, so the wait never blocks.
         b.iter(|| unsafe {

@@ -41,12 +41,9 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{exited_cleanly, reap_all, spawn, Line, Mapping, ZeroValid, DEADLINE};
+use common::{check_rc, exited_cleanly, init_pthread, reap_all, spawn, spin_until, Line, Mapping, ZeroValid, DEADLINE};
 use criterion::{criterion_group, criterion_main, Bencher, Criterion, SamplingMode, Throughput};
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawSyncMutex};
-
-/// Spins between deadline checks and `sched_yield`s in [`spin_until`].
-const SPINS_PER_YIELD: u32 = 64;
 
 /// Everything the processes of one benchmark share, in one anonymous
 /// `MAP_SHARED` mapping. All-zero bytes are a valid value of every field (the
@@ -102,36 +99,6 @@ impl Shared {
 // bytes are valid for each.
 unsafe impl ZeroValid for Shared {}
 
-fn check(call: &str, rc: i32) {
-    if rc != 0 {
-        panic!("{call} failed: {}", std::io::Error::from_raw_os_error(rc));
-    }
-}
-
-/// Initialises a process-shared pthread mutex at `mutex`: robust and
-/// error-checking as shmsync's `RawLock` is, or a plain `NORMAL` one.
-///
-/// # Safety
-/// `mutex` must be valid for writes and aligned, and no thread in any process
-/// may use it until this returns.
-unsafe fn init_pthread(mutex: *mut libc::pthread_mutex_t, robust: bool) {
-    let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-    let attr = attr.as_mut_ptr();
-    let kind = if robust { libc::PTHREAD_MUTEX_ERRORCHECK } else { libc::PTHREAD_MUTEX_NORMAL };
-    // SAFETY: `attr` is writable storage, initialised by the first call before
-    // the others use it and destroyed last; the caller vouches for `mutex`.
-    unsafe {
-        check("pthread_mutexattr_init", libc::pthread_mutexattr_init(attr));
-        check("pthread_mutexattr_settype", libc::pthread_mutexattr_settype(attr, kind));
-        check("pthread_mutexattr_setpshared", libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED));
-        if robust {
-            check("pthread_mutexattr_setrobust", libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST));
-        }
-        check("pthread_mutex_init", libc::pthread_mutex_init(mutex, attr));
-        libc::pthread_mutexattr_destroy(attr);
-    }
-}
-
 /// Locks and unlocks `mutex` once, calling `inside` while holding it.
 ///
 /// # Safety
@@ -139,10 +106,10 @@ unsafe fn init_pthread(mutex: *mut libc::pthread_mutex_t, robust: bool) {
 #[inline]
 unsafe fn pthread_pair(mutex: *mut libc::pthread_mutex_t, inside: impl FnOnce()) {
     // SAFETY: forwarded from the caller.
-    check("pthread_mutex_lock", unsafe { libc::pthread_mutex_lock(mutex) });
+    check_rc("pthread_mutex_lock", unsafe { libc::pthread_mutex_lock(mutex) });
     inside();
     // SAFETY: this thread took the mutex just above.
-    check("pthread_mutex_unlock", unsafe { libc::pthread_mutex_unlock(mutex) });
+    check_rc("pthread_mutex_unlock", unsafe { libc::pthread_mutex_unlock(mutex) });
 }
 
 /// Makes raw_sync's mutex in `shared`'s storage, guarding its counter.
@@ -202,25 +169,6 @@ fn uncontended(c: &mut Criterion) {
     });
 
     group.finish();
-}
-
-/// Spins (yielding now and then) until `done` holds; false if `deadline`
-/// passes first.
-fn spin_until(deadline: Instant, done: impl Fn() -> bool) -> bool {
-    let mut spins = 0u32;
-    while !done() {
-        spins = spins.wrapping_add(1);
-        if spins % SPINS_PER_YIELD == 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
-        } else {
-            spin_loop();
-        }
-    }
-    true
 }
 
 /// One `iter_custom` sample: two children each run `op` (lock, bump the

@@ -198,3 +198,159 @@ pub fn reap_all(children: &mut [Child], deadline: Instant, mut check: impl FnMut
     }
     true
 }
+
+/// Spins (yielding every 64 spins) until `done` holds; false if `deadline`
+/// passes first.
+pub fn spin_until(deadline: Instant, done: impl Fn() -> bool) -> bool {
+    let mut spins = 0u32;
+    while !done() {
+        spins = spins.wrapping_add(1);
+        if spins & 63 == 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    true
+}
+
+/// Panics with the OS error if a pthread-style return code is not 0.
+pub fn check_rc(call: &str, rc: i32) {
+    if rc != 0 {
+        panic!("{call} failed: {}", std::io::Error::from_raw_os_error(rc));
+    }
+}
+
+/// Initialises a process-shared pthread mutex at `mutex`: robust and
+/// error-checking as shmsync's `RawLock` is, or a plain `NORMAL` one.
+///
+/// # Safety
+/// `mutex` must be valid for writes and aligned, and no thread in any process
+/// may use it until this returns.
+pub unsafe fn init_pthread(mutex: *mut libc::pthread_mutex_t, robust: bool) {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    let attr = attr.as_mut_ptr();
+    let kind = if robust { libc::PTHREAD_MUTEX_ERRORCHECK } else { libc::PTHREAD_MUTEX_NORMAL };
+    // SAFETY: `attr` is writable storage, initialised by the first call before
+    // the others use it and destroyed last; the caller vouches for `mutex`.
+    unsafe {
+        check_rc("pthread_mutexattr_init", libc::pthread_mutexattr_init(attr));
+        check_rc("pthread_mutexattr_settype", libc::pthread_mutexattr_settype(attr, kind));
+        check_rc(
+            "pthread_mutexattr_setpshared",
+            libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED),
+        );
+        if robust {
+            check_rc(
+                "pthread_mutexattr_setrobust",
+                libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST),
+            );
+        }
+        check_rc("pthread_mutex_init", libc::pthread_mutex_init(mutex, attr));
+        libc::pthread_mutexattr_destroy(attr);
+    }
+}
+
+/// Initialises the process-shared POSIX semaphore at `sem` with `value`.
+///
+/// # Safety
+/// `sem` must be valid for writes, aligned, and unused by anyone until this
+/// returns.
+pub unsafe fn sem_init_shared(sem: *mut libc::sem_t, value: u32) {
+    // SAFETY: forwarded from the caller; pshared = 1 because the semaphore
+    // lives in a MAP_SHARED mapping used across fork.
+    let rc = unsafe { libc::sem_init(sem, 1, value) };
+    assert_eq!(rc, 0, "sem_init: {}", std::io::Error::last_os_error());
+}
+
+/// `sem_post`, checked.
+///
+/// # Safety
+/// `sem` must be an initialised semaphore that stays mapped for the call.
+pub unsafe fn sem_post(sem: *mut libc::sem_t) {
+    // SAFETY: forwarded from the caller.
+    let rc = unsafe { libc::sem_post(sem) };
+    assert_eq!(rc, 0, "sem_post: {}", std::io::Error::last_os_error());
+}
+
+/// `sem_wait`, checked and retried on `EINTR`.
+///
+/// # Safety
+/// As for [`sem_post`].
+pub unsafe fn sem_wait(sem: *mut libc::sem_t) {
+    // SAFETY: forwarded from the caller.
+    while unsafe { libc::sem_wait(sem) } != 0 {
+        let err = std::io::Error::last_os_error();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "sem_wait: {err}");
+    }
+}
+
+/// The CPUs this process may run on, in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let set = sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("sched_getaffinity");
+    (0..CpuSet::count()).filter(|&i| set.is_set(i).unwrap_or(false)).collect()
+}
+
+/// Pins the calling thread (of a single-threaded process: the process) to `cpu`.
+pub fn pin_to(cpu: usize) -> nix::Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+}
+
+/// Forks a child that arms a `SIGALRM` after [`DEADLINE`], pins itself to
+/// `cpu` (if any; exit code 2 if that fails) and exits with `body`'s code.
+/// Pinning comes before `body` first touches a primitive: shmsync decides
+/// once per thread and pid whether spinning can help.
+///
+/// # Safety
+/// As for [`spawn`].
+pub unsafe fn spawn_pinned(role: &'static str, cpu: Option<usize>, body: &dyn Fn() -> i32) -> Child {
+    let child_body = || {
+        // SAFETY: alarm only arms this process's timer; SIGALRM keeps its
+        // default action (terminate), which is the deadline.
+        unsafe { libc::alarm(DEADLINE.as_secs() as libc::c_uint) };
+        if let Some(cpu) = cpu {
+            if pin_to(cpu).is_err() {
+                return 2;
+            }
+        }
+        body()
+    };
+    // SAFETY: forwarded from the caller; `alarm` and the pinning touch only
+    // the child's own timer and affinity.
+    unsafe { spawn(role, &child_body) }
+}
+
+/// `None` if the wait `status` says the child exited 0, else how it failed.
+pub fn exit_problem(child: &Child, status: libc::c_int) -> Option<String> {
+    if exited_cleanly(status) {
+        return None;
+    }
+    let how = if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
+        format!("still running after {DEADLINE:?} (killed by its SIGALRM deadline)")
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!(
+            "exited with code {} (2: pinning failed, 3: parent gone, 4: no start signal, 101: panic)",
+            libc::WEXITSTATUS(status)
+        )
+    };
+    Some(format!("the {} (pid {}) {how}", child.role, child.pid))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process, so a
+/// child can stamp a time the parent compares with its own.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is writable; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
