@@ -24,6 +24,10 @@ use std::time::Duration;
 
 use shmsync::{current, Condition, Event, Process};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::join_ok;
+
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Performs the first stage of work, then notifies stage 2 to continue.
@@ -48,19 +52,6 @@ fn stage_2(cond: &Condition, done: &Event) -> Result<(), String> {
     }
     println!("{name} running");
     Ok(())
-}
-
-/// Joins `p` within the deadline and checks that it exited with 0.
-fn join_ok(p: &Process) -> Result<(), Box<dyn Error>> {
-    match p.join_timeout(DEADLINE)? {
-        Some(0) => Ok(()),
-        Some(code) => Err(format!("{} exited with {code}", p.name()).into()),
-        None => {
-            p.kill()?;
-            p.join()?;
-            Err(format!("{} did not end within {DEADLINE:?}", p.name()).into())
-        }
-    }
 }
 
 pub fn main() -> Result<(), Box<dyn Error>> {

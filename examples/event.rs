@@ -25,6 +25,10 @@ use std::time::Duration;
 
 use shmsync::{Event, Lock, Process};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::join_ok;
+
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Waits for the event to be set before doing anything.
@@ -43,19 +47,6 @@ fn wait_for_event_timeout(e: &Event, t: Duration) {
     println!("wait_for_event_timeout: starting");
     e.wait_timeout(t);
     println!("wait_for_event_timeout: e.is_set()-> {}", e.is_set());
-}
-
-/// Joins `p` within the deadline and checks that it exited with 0.
-fn join_ok(p: &Process) -> Result<(), Box<dyn Error>> {
-    match p.join_timeout(DEADLINE)? {
-        Some(0) => Ok(()),
-        Some(code) => Err(format!("{} exited with {code}", p.name()).into()),
-        None => {
-            p.kill()?;
-            p.join()?;
-            Err(format!("{} did not end within {DEADLINE:?}", p.name()).into())
-        }
-    }
 }
 
 pub fn main() -> Result<(), Box<dyn Error>> {

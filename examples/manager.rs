@@ -29,6 +29,10 @@ use std::time::Duration;
 
 use shmsync::{Dict, Event, Namespace, Process};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::join_ok;
+
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn worker(d: &Dict<u32, u32>, key: u32, value: u32) -> shmsync::Result<()> {
@@ -71,19 +75,6 @@ fn consumer(ns: &Namespace, looked: &Event, event: &Event) -> Result<(), String>
     let value = ns.get::<String>("value").map_err(|e| e.to_string())?.ok_or("the field is not set")?;
     println!("After event: {value}");
     Ok(())
-}
-
-/// Joins `p` within the deadline and checks that it exited with 0.
-fn join_ok(p: &Process) -> Result<(), Box<dyn Error>> {
-    match p.join_timeout(DEADLINE)? {
-        Some(0) => Ok(()),
-        Some(code) => Err(format!("{} exited with {code}", p.name()).into()),
-        None => {
-            p.kill()?;
-            p.join()?;
-            Err(format!("{} did not end within {DEADLINE:?}", p.name()).into())
-        }
-    }
 }
 
 pub fn main() -> Result<(), Box<dyn Error>> {

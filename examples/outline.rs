@@ -43,6 +43,10 @@
 //! `cargo run --release --example outline -- --section 11` runs one section;
 //! `-- --section pipe` runs the pipes.
 
+// Each section file is also a standalone example, so each declares the
+// shared `support` module itself; here they are compiled together.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "condition.rs"]
 mod condition;
 #[path = "event.rs"]

@@ -20,12 +20,13 @@
 //! ```
 
 use std::error::Error;
-use std::time::Duration;
 
 use shmsync::process::{entry, Entry};
 use shmsync::Process;
 
-const DEADLINE: Duration = Duration::from_secs(10);
+#[path = "support/mod.rs"]
+mod support;
+use support::join_ok;
 
 fn worker(num: u32) {
     println!("Worker: {num}");
@@ -34,19 +35,6 @@ fn worker(num: u32) {
 /// The functions this example starts with the spawn method.
 pub fn spawn_entries() -> Vec<Entry> {
     vec![entry("process_args.worker", worker)]
-}
-
-/// Joins `p` within the deadline and checks that it exited with 0.
-fn join_ok(p: &Process) -> Result<(), Box<dyn Error>> {
-    match p.join_timeout(DEADLINE)? {
-        Some(0) => Ok(()),
-        Some(code) => Err(format!("{} exited with {code}", p.name()).into()),
-        None => {
-            p.kill()?;
-            p.join()?;
-            Err(format!("{} did not end within {DEADLINE:?}", p.name()).into())
-        }
-    }
 }
 
 pub fn main() -> Result<(), Box<dyn Error>> {

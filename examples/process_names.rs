@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use shmsync::{current, Process};
 
-const DEADLINE: Duration = Duration::from_secs(10);
+#[path = "support/mod.rs"]
+mod support;
+use support::join_ok;
 
 fn worker() {
     let me = current();
@@ -36,19 +38,6 @@ fn my_service() {
     println!("{} Starting (pid {})", me.name(), me.pid());
     std::thread::sleep(Duration::from_secs(3));
     println!("{} Exiting (pid {})", me.name(), me.pid());
-}
-
-/// Joins `p` within the deadline and checks that it exited with 0.
-fn join_ok(p: &Process) -> Result<(), Box<dyn Error>> {
-    match p.join_timeout(DEADLINE)? {
-        Some(0) => Ok(()),
-        Some(code) => Err(format!("{} exited with {code}", p.name()).into()),
-        None => {
-            p.kill()?;
-            p.join()?;
-            Err(format!("{} did not end within {DEADLINE:?}", p.name()).into())
-        }
-    }
 }
 
 pub fn main() -> Result<(), Box<dyn Error>> {
