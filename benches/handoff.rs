@@ -57,27 +57,26 @@
 
 mod common;
 
-use std::cell::UnsafeCell;
-use std::fs::File;
 use std::hint::black_box;
-use std::io::{Read, Write};
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    allowed_cpus, exit_problem, reap_all, sem_init_shared, sem_post, sem_wait, Child, Line, Mapping, ZeroValid,
-    DEADLINE,
-};
+use common::handoff::{placements, Handoff, Mech, Placement, SemSlot, Slots};
+use common::{exit_problem, reap_all, sem_init_shared, sem_post, sem_wait, Child, Line, Mapping, ZeroValid, DEADLINE};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
-use raw_sync::events::{Event as RawSyncEvent, EventImpl, EventInit, EventState};
-use raw_sync::Timeout;
 
 /// How long after [`DEADLINE`] the bench waits for a child before killing it.
 const REAP_GRACE: Duration = Duration::from_secs(10);
 
-/// Room for one raw_sync event (a pthread mutex, a condvar and two flags).
-const RAW_SYNC_SLOT: usize = 256;
+/// The mechanisms of `handoff_roundtrip` and their function names.
+const MECHANISMS: [(Mech, &str); 6] = [
+    (Mech::Semaphore, "shmsync_Semaphore"),
+    (Mech::Event, "shmsync_Event"),
+    (Mech::Condition, "shmsync_Condition"),
+    (Mech::Pipe, "pipe"),
+    (Mech::PosixSem, "posix_sem"),
+    (Mech::RawSync, "raw_sync_Event"),
+];
 
 /// Everything the processes of one benchmark share, in one anonymous
 /// `MAP_SHARED` mapping. All-zero bytes are a valid value of every field (the
@@ -87,252 +86,22 @@ const RAW_SYNC_SLOT: usize = 256;
 struct Shared {
     /// The initiator's timed span in nanoseconds; `u64::MAX` until written.
     elapsed_ns: Line<AtomicU64>,
-    /// Whose move it is in the `shmsync_Condition` ping-pong: 1 the
-    /// responder's, 2 the initiator's, 0 before the first round.
-    turn: Line<AtomicU32>,
-    /// The two POSIX semaphores of `posix_sem`, initiator-to-responder first.
-    sems: [Line<UnsafeCell<MaybeUninit<libc::sem_t>>>; 2],
+    /// The round-trip mechanisms' `turn` word, semaphores and raw_sync
+    /// storage.
+    slots: Slots,
     /// The POSIX semaphore of `posix_sem_post_wait`.
-    lone_sem: Line<UnsafeCell<MaybeUninit<libc::sem_t>>>,
-    /// Storage for raw_sync's two events, which it initialises itself.
-    raw_sync: [Line<UnsafeCell<[u8; RAW_SYNC_SLOT]>>; 2],
+    lone_sem: SemSlot,
     /// The futex word of `futex_wake_syscall`; nobody ever waits on it.
     futex: Line<AtomicU32>,
     /// The word of `atomic_fetch_add_floor`.
     counter: Line<AtomicU32>,
 }
 
-impl Shared {
-    fn sem(&self, i: usize) -> *mut libc::sem_t {
-        self.sems[i].0.get().cast()
-    }
-}
-
-// SAFETY: every field is an atomic, or storage (semaphores, raw_sync's) that
-// is initialised before use and only reached through raw pointers, as
-// `Shared`'s docs say; all-zero bytes are valid for each.
+// SAFETY: every field is an atomic, or storage (semaphores, raw_sync's, in
+// `Slots` and `lone_sem`) that is initialised before use and only reached
+// through raw pointers, as `Shared`'s docs say; all-zero bytes are valid for
+// each.
 unsafe impl ZeroValid for Shared {}
-
-/// One way of handing control to another process and getting it back.
-/// `ping` and `pong` each run in their own forked process.
-trait Handoff {
-    /// The mechanism part of the function name.
-    fn name(&self) -> &'static str;
-    /// The initiator's side of one round trip: signal, then wait for the reply.
-    fn ping(&self);
-    /// The responder's side: wait for the signal, then reply.
-    fn pong(&self);
-    /// Restores the initial state between samples; no child is alive then.
-    fn reset(&self) {}
-}
-
-struct ShmSemaphores {
-    /// Initiator to responder.
-    there: shmsync::Semaphore,
-    /// Responder to initiator.
-    back: shmsync::Semaphore,
-}
-
-impl Handoff for ShmSemaphores {
-    fn name(&self) -> &'static str {
-        "shmsync_Semaphore"
-    }
-    fn ping(&self) {
-        self.there.release().expect("Semaphore::release");
-        // The permit would release on drop; the unit is the responder's.
-        self.back.acquire().forget();
-    }
-    fn pong(&self) {
-        self.there.acquire().forget();
-        self.back.release().expect("Semaphore::release");
-    }
-}
-
-struct ShmEvents {
-    there: shmsync::Event,
-    back: shmsync::Event,
-}
-
-impl Handoff for ShmEvents {
-    fn name(&self) -> &'static str {
-        "shmsync_Event"
-    }
-    // Race-free: each side clears its own incoming event before it signals
-    // the other, so no clear can undo a set that the next round needs.
-    fn ping(&self) {
-        self.there.set();
-        self.back.wait();
-        self.back.clear();
-    }
-    fn pong(&self) {
-        self.there.wait();
-        self.there.clear();
-        self.back.set();
-    }
-}
-
-struct ShmCondition<'a> {
-    cond: shmsync::Condition,
-    turn: &'a AtomicU32,
-}
-
-impl Handoff for ShmCondition<'_> {
-    fn name(&self) -> &'static str {
-        "shmsync_Condition"
-    }
-    // `turn` is only touched under the condition's lock, which orders it.
-    fn ping(&self) {
-        let g = self.cond.lock().expect("Condition poisoned");
-        self.turn.store(1, Ordering::Relaxed);
-        self.cond.notify_one();
-        let g = self.cond.wait_while(g, || self.turn.load(Ordering::Relaxed) != 2).expect("Condition poisoned");
-        drop(g);
-    }
-    fn pong(&self) {
-        let g = self.cond.lock().expect("Condition poisoned");
-        let g = self.cond.wait_while(g, || self.turn.load(Ordering::Relaxed) != 1).expect("Condition poisoned");
-        self.turn.store(2, Ordering::Relaxed);
-        self.cond.notify_one();
-        drop(g);
-    }
-    fn reset(&self) {
-        self.turn.store(0, Ordering::Relaxed);
-    }
-}
-
-/// Two pipes; each end is used by one side only, but both processes keep
-/// every end open (nothing relies on EOF).
-struct Pipes {
-    there: (File, File),
-    back: (File, File),
-}
-
-fn pipe() -> (File, File) {
-    let (r, w) = nix::unistd::pipe().expect("pipe");
-    (File::from(r), File::from(w))
-}
-
-impl Handoff for Pipes {
-    fn name(&self) -> &'static str {
-        "pipe"
-    }
-    fn ping(&self) {
-        let mut byte = [1u8];
-        (&self.there.1).write_all(&byte).expect("pipe write");
-        (&self.back.0).read_exact(&mut byte).expect("pipe read");
-    }
-    fn pong(&self) {
-        let mut byte = [0u8];
-        (&self.there.0).read_exact(&mut byte).expect("pipe read");
-        (&self.back.1).write_all(&byte).expect("pipe write");
-    }
-}
-
-struct PosixSems<'a> {
-    shared: &'a Shared,
-}
-
-impl<'a> PosixSems<'a> {
-    fn new(shared: &'a Shared) -> Self {
-        for i in 0..2 {
-            // SAFETY: the slot is aligned, mapped, and used by nobody yet.
-            unsafe { sem_init_shared(shared.sem(i), 0) };
-        }
-        PosixSems { shared }
-    }
-}
-
-impl Handoff for PosixSems<'_> {
-    fn name(&self) -> &'static str {
-        "posix_sem"
-    }
-    fn ping(&self) {
-        // SAFETY: both semaphores were initialised in `new` and stay mapped
-        // until `self` and the mapping drop, after every child is reaped.
-        unsafe {
-            sem_post(self.shared.sem(0));
-            sem_wait(self.shared.sem(1));
-        }
-    }
-    fn pong(&self) {
-        // SAFETY: as in `ping`.
-        unsafe {
-            sem_wait(self.shared.sem(0));
-            sem_post(self.shared.sem(1));
-        }
-    }
-}
-
-impl Drop for PosixSems<'_> {
-    fn drop(&mut self) {
-        for i in 0..2 {
-            // SAFETY: initialised in `new`; no child is alive, so nobody
-            // waits on it.
-            unsafe { libc::sem_destroy(self.shared.sem(i)) };
-        }
-    }
-}
-
-struct RawSyncEvents {
-    there: Box<dyn EventImpl>,
-    back: Box<dyn EventImpl>,
-}
-
-impl RawSyncEvents {
-    /// The events live in `shared`, which must outlive the result.
-    fn new(shared: &Shared) -> Self {
-        let make = |slot: &Line<UnsafeCell<[u8; RAW_SYNC_SLOT]>>| {
-            let mem: *mut u8 = slot.0.get().cast();
-            assert!(RawSyncEvent::size_of(Some(mem)) <= RAW_SYNC_SLOT, "raw_sync Event does not fit its slot");
-            // SAFETY: `mem` is a 64-byte aligned, unused slot of
-            // RAW_SYNC_SLOT bytes (checked to be enough just above) in a
-            // mapping that outlives the event (the caller's contract).
-            let (event, _) = unsafe { RawSyncEvent::new(mem, true) }.expect("raw_sync Event::new");
-            event
-        };
-        RawSyncEvents { there: make(&shared.raw_sync[0]), back: make(&shared.raw_sync[1]) }
-    }
-}
-
-impl Handoff for RawSyncEvents {
-    fn name(&self) -> &'static str {
-        "raw_sync_Event"
-    }
-    // Auto-reset events: a successful wait clears the flag.
-    fn ping(&self) {
-        self.there.set(EventState::Signaled).expect("raw_sync set");
-        self.back.wait(Timeout::Infinite).expect("raw_sync wait");
-    }
-    fn pong(&self) {
-        self.there.wait(Timeout::Infinite).expect("raw_sync wait");
-        self.back.set(EventState::Signaled).expect("raw_sync set");
-    }
-}
-
-/// Where the two processes of a round trip may run.
-#[derive(Clone, Copy)]
-struct Placement {
-    name: &'static str,
-    /// The CPU the initiator pins itself to, if any.
-    initiator: Option<usize>,
-    /// The CPU the responder pins itself to, if any.
-    responder: Option<usize>,
-}
-
-/// The placements this machine allows, from the bench's own affinity (which
-/// the children inherit unless they pin themselves).
-fn placements() -> Vec<Placement> {
-    let cpus = allowed_cpus();
-    let mut out = Vec::new();
-    if let [a, b, ..] = cpus[..] {
-        out.push(Placement { name: "cross_core", initiator: Some(a), responder: Some(b) });
-    } else {
-        eprintln!("handoff: only one CPU allowed, skipping cross_core");
-    }
-    out.push(Placement { name: "same_core", initiator: Some(cpus[0]), responder: Some(cpus[0]) });
-    out.push(Placement { name: "unpinned", initiator: None, responder: None });
-    out
-}
 
 /// Panics unless `child`, reaped with wait `status`, exited 0, saying how it
 /// failed in `what`.
@@ -359,10 +128,10 @@ unsafe fn spawn(role: &'static str, cpu: Option<usize>, body: &dyn Fn()) -> Chil
 
 /// One `iter_custom` sample: fork a responder that answers `iters + 1`
 /// rounds and an initiator that runs one untimed round, then times `iters`.
-fn roundtrip_sample(h: &dyn Handoff, shared: &Shared, place: Placement, iters: u64) -> Duration {
+fn roundtrip_sample(name: &str, h: &dyn Handoff, shared: &Shared, place: Placement, iters: u64) -> Duration {
     h.reset();
     shared.elapsed_ns.0.store(u64::MAX, Ordering::Relaxed);
-    let what = format!("{}/{} with {iters} round trips", h.name(), place.name);
+    let what = format!("{name}/{} with {iters} round trips", place.name);
     // SAFETY: the bench runs on one thread; the body touches only the
     // inherited mapping and the primitive under test, `h`.
     let responder = unsafe {
@@ -401,20 +170,10 @@ fn handoff_roundtrip(c: &mut Criterion) {
     // Everything is made before any fork, so the children inherit it. The
     // shmsync objects unlink their names when these handles drop, here in
     // the process that created them; children `_exit` and drop nothing.
-    let mechanisms: Vec<Box<dyn Handoff + '_>> = vec![
-        Box::new(ShmSemaphores {
-            there: shmsync::Semaphore::new(0).expect("Semaphore::new"),
-            back: shmsync::Semaphore::new(0).expect("Semaphore::new"),
-        }),
-        Box::new(ShmEvents {
-            there: shmsync::Event::new().expect("Event::new"),
-            back: shmsync::Event::new().expect("Event::new"),
-        }),
-        Box::new(ShmCondition { cond: shmsync::Condition::new().expect("Condition::new"), turn: &shared.turn.0 }),
-        Box::new(Pipes { there: pipe(), back: pipe() }),
-        Box::new(PosixSems::new(shared)),
-        Box::new(RawSyncEvents::new(shared)),
-    ];
+    let mechanisms: Vec<(&str, Box<dyn Handoff + '_>)> = MECHANISMS
+        .into_iter()
+        .map(|(mech, name)| (name, mech.make(&shared.slots).unwrap_or_else(|e| panic!("{name}: {e}"))))
+        .collect();
 
     let mut group = c.benchmark_group("handoff_roundtrip");
     // Each sample forks twice; flat sampling keeps the number of forks small.
@@ -422,11 +181,15 @@ fn handoff_roundtrip(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
-    for place in placements() {
-        for h in &mechanisms {
+    let places = placements(["cross_core", "same_core", "unpinned"]);
+    if places.len() < 3 {
+        eprintln!("handoff: only one CPU allowed, skipping cross_core");
+    }
+    for place in places {
+        for (name, h) in &mechanisms {
             let h = &**h;
-            group.bench_function(format!("{}/{}", h.name(), place.name), |b| {
-                b.iter_custom(|iters| roundtrip_sample(h, shared, place, iters));
+            group.bench_function(format!("{name}/{}", place.name), |b| {
+                b.iter_custom(|iters| roundtrip_sample(name, h, shared, place, iters));
             });
         }
     }

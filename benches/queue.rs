@@ -79,376 +79,36 @@
 
 mod common;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use common::{exited_cleanly, reap_all, Child, Line, Mapping, ZeroValid, DEADLINE};
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender};
-use ipc_channel::TryRecvError;
-use serde_bytes::ByteBuf;
 use std::hint::black_box;
+use std::time::Duration;
+
+use common::messages::{stream, Kind, Limits, Mechanism, Shared};
+use common::{Mapping, DEADLINE};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 
 /// How long after [`DEADLINE`] the bench waits for a child before killing it.
 const REAP_GRACE: Duration = Duration::from_secs(10);
 
-/// The `Queue`'s ring, in bytes.
-const QUEUE_CAPACITY: usize = 256 << 10;
-
 /// The payload sizes: the group suffix and the bytes per message.
 const SIZES: [(&str, usize); 2] = [("64B", 64), ("4KiB", 4096)];
 
-/// The length prefix of a frame.
-const HEADER: usize = 8;
+/// The mechanisms and their function names.
+const MECHANISMS: [(Kind, &str); 5] = [
+    (Kind::Queue, "shmsync_Queue"),
+    (Kind::Connection, "shmsync_Connection"),
+    (Kind::PipeFramed, "os_pipe_framed"),
+    (Kind::SocketFramed, "unix_socket_framed"),
+    (Kind::IpcChannel, "ipc_channel"),
+];
 
-/// What the two processes of a sample share, in one anonymous `MAP_SHARED`
-/// mapping.
-#[repr(C)]
-struct Shared {
-    /// 0 until the consumer has started its clock, then 1.
-    start: Line<AtomicU32>,
-    /// The consumer's timed span in nanoseconds; `u64::MAX` until written.
-    elapsed_ns: Line<AtomicU64>,
-    /// Messages the consumer took and checked, the untimed one included.
-    received: Line<AtomicU64>,
-}
-
-// SAFETY: every field is an atomic integer, for which all-zero bytes are a
-// valid value.
-unsafe impl ZeroValid for Shared {}
-
-/// One way of streaming messages from one process to another. `send` runs
-/// only in the producer, `recv` only in the consumer, each in its own forked
-/// copy of the object.
-trait Mechanism {
-    fn name(&self) -> &'static str;
-    /// Sends `msg` as one message.
-    fn send(&self, msg: &ByteBuf);
-    /// Receives the next message into `out` (replacing what it held).
-    fn recv(&self, out: &mut Vec<u8>);
-    /// Whether no message is left in the channel; called between samples,
-    /// when no child is alive.
-    fn is_drained(&self) -> bool;
-}
-
-struct ShmQueue(shmsync::Queue<ByteBuf>);
-
-impl Mechanism for ShmQueue {
-    fn name(&self) -> &'static str {
-        "shmsync_Queue"
-    }
-    fn send(&self, msg: &ByteBuf) {
-        self.0.put(msg).expect("Queue::put");
-    }
-    fn recv(&self, out: &mut Vec<u8>) {
-        *out = self.0.get().expect("Queue::get").into_vec();
-    }
-    fn is_drained(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// Both ends of a `shmsync::pipe()`: the producer sends on `tx`, the consumer
-/// receives on `rx`.
-struct ShmConnection {
-    tx: shmsync::Connection,
-    rx: shmsync::Connection,
-}
-
-impl Mechanism for ShmConnection {
-    fn name(&self) -> &'static str {
-        "shmsync_Connection"
-    }
-    fn send(&self, msg: &ByteBuf) {
-        self.tx.send_bytes(msg).expect("Connection::send_bytes");
-    }
-    fn recv(&self, out: &mut Vec<u8>) {
-        *out = self.rx.recv_bytes().expect("Connection::recv_bytes");
-    }
-    fn is_drained(&self) -> bool {
-        !self.rx.poll(Duration::ZERO).expect("Connection::poll")
-    }
-}
-
-/// Whether a [`Framed`] channel is a pipe (`read`/`write`) or a stream
-/// socket (`recv`/`send`).
-#[derive(Clone, Copy, PartialEq)]
-enum FdKind {
-    Pipe,
-    Socket,
-}
-
-/// Length-prefixed frames over a raw descriptor pair: the producer writes
-/// `tx`, the consumer reads `rx`. Both processes keep both ends open (nothing
-/// relies on EOF).
-struct Framed {
-    kind: FdKind,
-    rx: OwnedFd,
-    tx: OwnedFd,
-}
-
-impl Framed {
-    fn pipe() -> Framed {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes; the
-        // result is checked before they are used.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-        assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors are fresh and owned by nothing else.
-        let (rx, tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Framed { kind: FdKind::Pipe, rx, tx }
-    }
-
-    fn socketpair() -> Framed {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: `fds` has room for the two descriptors socketpair writes;
-        // the result is checked before they are used.
-        let rc =
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
-        assert_eq!(rc, 0, "socketpair: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors are fresh and owned by nothing else.
-        let (rx, tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Framed { kind: FdKind::Socket, rx, tx }
-    }
-
-    /// Writes `header` then `payload` to `tx` with `writev(2)` (a pipe) or
-    /// `sendmsg(2)` (a socket, `MSG_NOSIGNAL`), looping on short writes and
-    /// `EINTR`. Two buffers, so the producer copies nothing in user space.
-    fn write_all(&self, header: &[u8], payload: &[u8]) {
-        let total = header.len() + payload.len();
-        let mut sent = 0;
-        while sent < total {
-            // The parts of each buffer not yet written.
-            let h = &header[sent.min(header.len())..];
-            let p = &payload[sent.saturating_sub(header.len())..];
-            let mut iov = [
-                libc::iovec { iov_base: h.as_ptr() as *mut libc::c_void, iov_len: h.len() },
-                libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() },
-            ];
-            let fd = self.tx.as_raw_fd();
-            let n = match self.kind {
-                // SAFETY: both iovecs describe live, readable slices (the
-                // kernel only reads through them) and `fd` is an open
-                // descriptor we own.
-                FdKind::Pipe => unsafe { libc::writev(fd, iov.as_ptr(), 2) },
-                FdKind::Socket => {
-                    // SAFETY: an all-zero msghdr is valid (no address, no
-                    // control data).
-                    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-                    msg.msg_iov = iov.as_mut_ptr();
-                    msg.msg_iovlen = 2;
-                    // SAFETY: `msg` points at the two live iovecs above, as in
-                    // the pipe case, and at nothing else.
-                    unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) }
-                }
-            };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "write: {err}");
-                continue;
-            }
-            sent += n as usize;
-        }
-    }
-
-    /// Fills all of `buf` from `rx`, looping on short reads and `EINTR`;
-    /// panics at end of file.
-    fn read_exact(&self, buf: &mut [u8]) {
-        let mut got = 0;
-        while got < buf.len() {
-            let fd = self.rx.as_raw_fd();
-            let rest = &mut buf[got..];
-            // SAFETY: `rest` is a live slice of `rest.len()` writable bytes
-            // and `fd` an open descriptor we own.
-            let n = unsafe {
-                match self.kind {
-                    FdKind::Pipe => libc::read(fd, rest.as_mut_ptr().cast(), rest.len()),
-                    FdKind::Socket => libc::recv(fd, rest.as_mut_ptr().cast(), rest.len(), 0),
-                }
-            };
-            if n < 0 {
-                let err = std::io::Error::last_os_error();
-                assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "read: {err}");
-                continue;
-            }
-            assert_ne!(n, 0, "read: end of file with {} of {} bytes read", got, buf.len());
-            got += n as usize;
-        }
-    }
-}
-
-impl Mechanism for Framed {
-    fn name(&self) -> &'static str {
-        match self.kind {
-            FdKind::Pipe => "os_pipe_framed",
-            FdKind::Socket => "unix_socket_framed",
-        }
-    }
-    fn send(&self, msg: &ByteBuf) {
-        self.write_all(&(msg.len() as u64).to_le_bytes(), msg);
-    }
-    fn recv(&self, out: &mut Vec<u8>) {
-        let mut header = [0u8; HEADER];
-        self.read_exact(&mut header);
-        let len = u64::from_le_bytes(header);
-        assert!(len <= 1 << 20, "frame header claims {len} bytes");
-        // No clearing: the read overwrites every byte.
-        out.resize(len as usize, 0);
-        self.read_exact(out);
-    }
-    fn is_drained(&self) -> bool {
-        let mut fd = libc::pollfd { fd: self.rx.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: `fd` is one live pollfd; a zero timeout never blocks.
-        let n = unsafe { libc::poll(&mut fd, 1, 0) };
-        assert!(n >= 0, "poll: {}", std::io::Error::last_os_error());
-        n == 0
-    }
-}
-
-struct IpcChannel {
-    tx: IpcBytesSender,
-    rx: IpcBytesReceiver,
-}
-
-impl Mechanism for IpcChannel {
-    fn name(&self) -> &'static str {
-        "ipc_channel"
-    }
-    fn send(&self, msg: &ByteBuf) {
-        self.tx.send(msg).expect("IpcBytesSender::send");
-    }
-    fn recv(&self, out: &mut Vec<u8>) {
-        *out = self.rx.recv().expect("IpcBytesReceiver::recv");
-    }
-    fn is_drained(&self) -> bool {
-        match self.rx.try_recv() {
-            Err(TryRecvError::Empty) => true,
-            Ok(_) => false,
-            Err(e) => panic!("IpcBytesReceiver::try_recv: {e}"),
-        }
-    }
-}
-
-/// Marks `msg` as message `seq`: its first and last bytes.
-fn stamp(msg: &mut [u8], seq: u64) {
-    let last = msg.len() - 1;
-    msg[0] = seq as u8;
-    msg[last] = seq as u8;
-}
-
-/// Panics unless `msg` is what [`stamp`] made of a `size`-byte message `seq`.
-fn check(msg: &[u8], size: usize, seq: u64) {
-    assert_eq!(msg.len(), size, "message {seq} has the wrong length");
-    let (first, last) = (msg[0], msg[size - 1]);
-    assert!(
-        first == seq as u8 && last == seq as u8,
-        "message {seq}: first/last bytes are {first}/{last}, expected {} (lost, reordered or corrupted)",
-        seq as u8
-    );
-}
-
-/// Spins, then yields, until the consumer raises the start flag. Bounded by
-/// the child's `alarm`.
-fn wait_for_start(start: &AtomicU32) {
-    let mut spins = 0u32;
-    while start.load(Ordering::Acquire) == 0 {
-        if spins < 1000 {
-            spins += 1;
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// Panics unless `child`, reaped with wait `status`, exited 0, saying how it
-/// failed in `what`.
-fn check_exit(child: &Child, status: libc::c_int, what: &str) {
-    if exited_cleanly(status) {
-        return;
-    }
-    let how = if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
-        format!("still running after {DEADLINE:?} (killed by its SIGALRM deadline)")
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!(
-            "exited with code {} (3: parent gone, 101: panic, e.g. a failed message check; see its stderr above)",
-            libc::WEXITSTATUS(status)
-        )
-    };
-    panic!("{what}: the {} (pid {}) {how}", child.role, child.pid);
-}
-
-/// Forks a child that arms its `alarm` deadline and runs `body`.
-///
-/// # Safety
-/// As for [`common::spawn`].
-unsafe fn spawn(role: &'static str, body: &dyn Fn()) -> Child {
-    let child_body = || {
-        // SAFETY: alarm only arms this process's timer; SIGALRM keeps its
-        // default action (terminate), which is the deadline.
-        unsafe { libc::alarm(DEADLINE.as_secs() as libc::c_uint) };
-        body();
-        0
-    };
-    // SAFETY: forwarded from the caller; `alarm` touches only the child's
-    // own timer.
-    unsafe { common::spawn(role, &child_body) }
-}
-
-/// One `iter_custom` sample: fork a consumer and a producer, stream one
-/// untimed message and then `iters` timed ones of `size` bytes, and return
-/// the consumer's time from the start flag to the last message.
-fn rate_sample(m: &dyn Mechanism, shared: &Shared, size: usize, iters: u64) -> Duration {
-    shared.start.0.store(0, Ordering::Relaxed);
-    shared.elapsed_ns.0.store(u64::MAX, Ordering::Relaxed);
-    shared.received.0.store(0, Ordering::Relaxed);
-    let what = format!("{} with {iters} messages of {size} bytes", m.name());
-    // SAFETY: the bench runs on one thread; the body touches only the
-    // inherited mapping and the mechanism under test, `m`.
-    let consumer = unsafe {
-        spawn("consumer", &|| {
-            let mut out = Vec::new();
-            m.recv(&mut out);
-            check(&out, size, 0);
-            let t0 = Instant::now();
-            shared.start.0.store(1, Ordering::Release);
-            for seq in 1..=iters {
-                m.recv(&mut out);
-                check(&out, size, seq);
-            }
-            let ns = t0.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
-            shared.received.0.store(iters + 1, Ordering::Relaxed);
-            shared.elapsed_ns.0.store(ns, Ordering::Relaxed);
-        })
-    };
-    // SAFETY: as for the consumer.
-    let producer = unsafe {
-        spawn("producer", &|| {
-            let mut msg = ByteBuf::from(vec![0xa5; size]);
-            stamp(&mut msg, 0);
-            m.send(&msg);
-            wait_for_start(&shared.start.0);
-            for seq in 1..=iters {
-                stamp(&mut msg, seq);
-                m.send(&msg);
-            }
-        })
-    };
-    let mut children = [consumer, producer];
-    let done = reap_all(&mut children, Instant::now() + DEADLINE + REAP_GRACE, |child, status| {
-        check_exit(child, status, &what);
-    });
-    assert!(done, "{what}: a child outlived its own {DEADLINE:?} deadline by {REAP_GRACE:?}; killing it");
-    // Visible: waitpid synchronises with the consumer's exit.
-    let received = shared.received.0.load(Ordering::Relaxed);
-    assert_eq!(received, iters + 1, "{what}: the consumer took {received} of {} messages", iters + 1);
-    assert!(m.is_drained(), "{what}: messages are left in the channel after the consumer took them all");
-    let ns = shared.elapsed_ns.0.load(Ordering::Relaxed);
-    assert_ne!(ns, u64::MAX, "{what}: the consumer reported no time");
-    Duration::from_nanos(ns)
+/// One `iter_custom` sample of [`stream`]: fork a consumer and a producer,
+/// stream one untimed message and then `iters` timed ones of `size` bytes,
+/// and return the consumer's time from the start flag to the last message.
+/// Any failed check panics, naming the mechanism and size.
+fn rate_sample(name: &str, m: &dyn Mechanism, shared: &Shared, size: usize, iters: u64) -> Duration {
+    let what = format!("{name} with {iters} messages of {size} bytes");
+    let limits = Limits { deadline: DEADLINE, grace: REAP_GRACE };
+    stream(m, shared, size, iters, &limits, &format!("{what}: ")).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 fn queue_rate(c: &mut Criterion) {
@@ -457,15 +117,7 @@ fn queue_rate(c: &mut Criterion) {
     // Everything is made before any fork, so the children inherit it. The
     // queue unlinks its segment when this handle drops, here in the process
     // that created it; children `_exit` and drop nothing.
-    let (conn_tx, conn_rx) = shmsync::pipe().expect("shmsync::pipe");
-    let (ipc_tx, ipc_rx) = ipc::bytes_channel().expect("ipc::bytes_channel");
-    let mechanisms: Vec<Box<dyn Mechanism>> = vec![
-        Box::new(ShmQueue(shmsync::Queue::new(QUEUE_CAPACITY).expect("Queue::new"))),
-        Box::new(ShmConnection { tx: conn_tx, rx: conn_rx }),
-        Box::new(Framed::pipe()),
-        Box::new(Framed::socketpair()),
-        Box::new(IpcChannel { tx: ipc_tx, rx: ipc_rx }),
-    ];
+    let mechanisms: Vec<_> = MECHANISMS.into_iter().map(|(kind, name)| (name, kind.make())).collect();
 
     for (label, size) in SIZES {
         let mut group = c.benchmark_group(format!("queue_rate/{label}"));
@@ -476,10 +128,10 @@ fn queue_rate(c: &mut Criterion) {
         group.warm_up_time(Duration::from_millis(500));
         group.measurement_time(Duration::from_secs(2));
         group.throughput(Throughput::Elements(1));
-        for m in &mechanisms {
+        for (name, m) in &mechanisms {
             let m = &**m;
-            group.bench_function(m.name(), |b| {
-                b.iter_custom(|iters| rate_sample(m, shared, size, iters));
+            group.bench_function(*name, |b| {
+                b.iter_custom(|iters| rate_sample(name, m, shared, size, iters));
             });
         }
         group.finish();

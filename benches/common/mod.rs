@@ -1,10 +1,16 @@
-//! Scaffolding shared by the `lock` and `handoff` benches: a cache-line
-//! wrapper, an anonymous `MAP_SHARED` mapping that forked children inherit,
-//! and forking children that `_exit` and are reaped with a bounded pidfd wait.
+//! Scaffolding shared by the criterion benches and the ipc_cost study: a
+//! cache-line wrapper, an anonymous `MAP_SHARED` mapping that forked children
+//! inherit, and forking children that `_exit` and are reaped with a bounded
+//! pidfd wait; and, in submodules, the mechanisms and samples that
+//! `benches/queue.rs` ([`messages`]) and `benches/handoff.rs` ([`handoff`])
+//! share with the study.
 
 // Each bench compiles this module into its own crate and uses only part of
 // it; the rest would warn as dead code there.
 #![allow(dead_code)]
+
+pub mod handoff;
+pub mod messages;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::io::AsRawFd;
@@ -312,10 +318,24 @@ pub fn pin_to(cpu: usize) -> nix::Result<()> {
 /// # Safety
 /// As for [`spawn`].
 pub unsafe fn spawn_pinned(role: &'static str, cpu: Option<usize>, body: &dyn Fn() -> i32) -> Child {
+    // SAFETY: forwarded from the caller.
+    unsafe { spawn_deadline(role, DEADLINE, cpu, body) }
+}
+
+/// As [`spawn_pinned`], with the `SIGALRM` after `deadline` (whole seconds).
+///
+/// # Safety
+/// As for [`spawn`].
+pub unsafe fn spawn_deadline(
+    role: &'static str,
+    deadline: Duration,
+    cpu: Option<usize>,
+    body: &dyn Fn() -> i32,
+) -> Child {
     let child_body = || {
         // SAFETY: alarm only arms this process's timer; SIGALRM keeps its
         // default action (terminate), which is the deadline.
-        unsafe { libc::alarm(DEADLINE.as_secs() as libc::c_uint) };
+        unsafe { libc::alarm(deadline.as_secs() as libc::c_uint) };
         if let Some(cpu) = cpu {
             if pin_to(cpu).is_err() {
                 return 2;
@@ -333,17 +353,21 @@ pub fn exit_problem(child: &Child, status: libc::c_int) -> Option<String> {
     if exited_cleanly(status) {
         return None;
     }
+    let codes = "2: pinning failed, 3: parent gone, 4: no start signal, 101: panic";
+    Some(describe_exit(child, status, DEADLINE, codes))
+}
+
+/// Says how a child that did not exit 0, reaped with wait `status`, failed:
+/// `deadline` is its `alarm`, `codes` what its exit codes mean.
+pub fn describe_exit(child: &Child, status: libc::c_int, deadline: Duration, codes: &str) -> String {
     let how = if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGALRM {
-        format!("still running after {DEADLINE:?} (killed by its SIGALRM deadline)")
+        format!("still running after {deadline:?} (killed by its SIGALRM deadline)")
     } else if libc::WIFSIGNALED(status) {
         format!("killed by signal {}", libc::WTERMSIG(status))
     } else {
-        format!(
-            "exited with code {} (2: pinning failed, 3: parent gone, 4: no start signal, 101: panic)",
-            libc::WEXITSTATUS(status)
-        )
+        format!("exited with code {} ({codes})", libc::WEXITSTATUS(status))
     };
-    Some(format!("the {} (pid {}) {how}", child.role, child.pid))
+    format!("the {} (pid {}) {how}", child.role, child.pid)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process, so a
