@@ -212,18 +212,11 @@ impl Connection {
             }
             _ => READ_CHUNK,
         };
-        let start = rx.buf.len();
-        rx.buf.resize(start + want, 0);
-        let got = socket::recv(&self.fd, &mut rx.buf[start..]);
-        let n = match got {
+        let n = match socket::recv_append(&self.fd, &mut rx.buf, want) {
             Ok(n) => n,
             Err(Errno::ECONNRESET) => 0,
-            Err(e) => {
-                rx.buf.truncate(start);
-                return Err(Error::os("recv", "pipe", e));
-            }
+            Err(e) => return Err(Error::os("recv", "pipe", e)),
         };
-        rx.buf.truncate(start + n);
         if n == 0 {
             // A partial frame at EOF was cut by the peer's death: drop it.
             rx.closed = true;

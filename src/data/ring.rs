@@ -23,7 +23,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::raw::{Locked, RawLock};
+use crate::raw::RawLock;
 use crate::sys::futex;
 use crate::sys::time::Deadline;
 
@@ -160,8 +160,7 @@ impl Ring {
     /// is committed by one store, so the ring is whole; the waiters are woken
     /// in case the dead holder had not.
     fn lock(&self) {
-        if self.lock.lock() == Locked::Poisoned {
-            self.lock.clear_poison();
+        if self.lock.lock_recovering() {
             for w in [&self.not_empty, &self.not_full, &self.all_done] {
                 w.notify(true);
             }
@@ -239,14 +238,21 @@ impl Ring {
             }
         }
         let (gets, head) = unpack(self.consumed.load(Ordering::Relaxed));
-        let mut header = [0u8; HEADER];
-        // SAFETY: we hold the lock and the record at `head` was committed.
-        unsafe { copy_out(bytes, head, &mut header) };
-        let len = (u64::from_le_bytes(header) as usize).min(self.max_message());
+        // SAFETY: we hold the lock and the record at `head` was committed;
+        // no one writes it until `consumed` moves past it, after these
+        // slices are gone. A header never wraps (offsets are multiples of 8).
+        let len = unsafe {
+            let (header, _) = stretches(bytes, head, HEADER);
+            let header: [u8; HEADER] = header.try_into().unwrap_or([0; HEADER]);
+            (u64::from_le_bytes(header) as usize).min(self.max_message())
+        };
         out.clear();
-        out.resize(len, 0);
         // SAFETY: as above; the payload follows its header.
-        unsafe { copy_out(bytes, (head + HEADER) % self.capacity(), out) };
+        unsafe {
+            let (first, second) = stretches(bytes, (head + HEADER) % self.capacity(), len);
+            out.extend_from_slice(first);
+            out.extend_from_slice(second);
+        }
         self.not_full.notify(true);
         self.consumed.store(pack(gets.wrapping_add(1), (head + record_size(len)) % self.capacity()), Ordering::Release);
         self.unlock();
@@ -302,16 +308,18 @@ unsafe fn copy_in(bytes: Bytes, offset: usize, src: &[u8]) {
     }
 }
 
-/// Copies from the ring at `offset` into `dst`, wrapping at the end.
+/// The `len` bytes at `offset` as they lie in the ring: up to its end, and
+/// the rest from its start.
 ///
 /// # Safety
-/// The caller holds the lock and the stretch holds a committed record.
-unsafe fn copy_out(bytes: Bytes, offset: usize, dst: &mut [u8]) {
-    let first = dst.len().min(bytes.len - offset);
-    // SAFETY: as in `copy_in`.
+/// The caller holds the lock, the stretch holds a committed record, and the
+/// slices are dropped before the lock is released.
+unsafe fn stretches<'a>(bytes: Bytes, offset: usize, len: usize) -> (&'a [u8], &'a [u8]) {
+    let first = len.min(bytes.len - offset);
+    // SAFETY: offset < ring length and both stretches lie within the ring;
+    // per the caller's contract nobody writes them while the slices live.
     unsafe {
-        std::ptr::copy_nonoverlapping(bytes.ptr.add(offset), dst.as_mut_ptr(), first);
-        std::ptr::copy_nonoverlapping(bytes.ptr, dst.as_mut_ptr().add(first), dst.len() - first);
+        (std::slice::from_raw_parts(bytes.ptr.add(offset), first), std::slice::from_raw_parts(bytes.ptr, len - first))
     }
 }
 

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::codec;
 use crate::error::{Error, Result};
-use crate::raw::{Locked, RawLock};
+use crate::raw::RawLock;
 use crate::segment::Segment;
 
 /// One entry: postcard bytes of a key and of its value.
@@ -164,13 +164,10 @@ impl Table {
         Ok(())
     }
 
-    /// Takes the lock, spinning briefly first (robust mutexes never spin on
-    /// their own). A holder's death is repaired silently: the active half is
-    /// always whole (see the module docs), so the poison only says so.
+    /// Takes the lock. A holder's death is repaired silently: the active
+    /// half is always whole (see the module docs), so the poison only says so.
     fn lock(&self) -> Held<'_> {
-        if self.lock.lock() == Locked::Poisoned {
-            self.lock.clear_poison();
-        }
+        self.lock.lock_recovering();
         Held(&self.lock)
     }
 }

@@ -127,9 +127,7 @@ impl RawBarrier {
     /// Runs `f` on the state under the internal lock. A poisoned lock is
     /// recovered silently: every change is one store, so the state is whole.
     fn locked<R>(&self, f: impl FnOnce(u32) -> R) -> R {
-        if self.lock.lock().is_poisoned() {
-            self.lock.clear_poison();
-        }
+        self.lock.lock_recovering();
         let r = f(self.state.load(Ordering::Relaxed));
         // SAFETY: locked just above on this thread.
         unsafe { self.lock.unlock() };

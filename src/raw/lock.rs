@@ -285,6 +285,20 @@ raw_lock!(
     "RawLock"
 );
 
+impl RawLock {
+    /// Takes the lock and, if a holder died or panicked holding it, clears
+    /// the poison at once and returns `true`. Only for the crate's own
+    /// structures whose every change is committed by one store, so a dead
+    /// holder cannot have left them half-changed.
+    pub(crate) fn lock_recovering(&self) -> bool {
+        let recovered = self.lock().is_poisoned();
+        if recovered {
+            self.clear_poison();
+        }
+        recovered
+    }
+}
+
 raw_lock!(
     /// A robust, process-shared *reentrant* lock: the holding thread may lock
     /// it again, and must unlock it as many times.

@@ -32,12 +32,23 @@ pub fn send_all(fd: &OwnedFd, header: &[u8], payload: &[u8]) -> Result<(), Errno
     Ok(())
 }
 
-/// Reads what is available into `buf`; 0 means the peer closed.
-pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
+/// Appends what is available, at most `max` bytes, to `buf` without
+/// zero-filling room first; 0 means the peer closed.
+pub fn recv_append(fd: &OwnedFd, buf: &mut Vec<u8>, max: usize) -> Result<usize, Errno> {
+    buf.reserve(max);
     loop {
-        match socket::recv(fd.as_raw_fd(), buf, MsgFlags::empty()) {
-            Err(Errno::EINTR) => continue,
-            other => return other,
+        // SAFETY: `reserve` made room for `max` more bytes after `len`; recv
+        // writes at most `max` bytes there and returns how many, and only
+        // those become part of the vector below.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().add(buf.len()).cast(), max, 0) };
+        if n >= 0 {
+            // SAFETY: recv initialised exactly `n` <= `max` bytes after `len`.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            return Ok(n as usize);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            e => return Err(e),
         }
     }
 }
