@@ -151,12 +151,14 @@ fn a_consumer_killed_inside_get_20_times_loses_at_most_its_one_message() {
         ledger.record(&msg, &mut last);
     }
     ledger.assert_clean();
-    let received = ledger.received.load(Ordering::SeqCst);
-    let lost = next - received;
-    assert!(lost <= kills, "lost {lost} messages with {kills} kills");
-    // Order: everything missing is a single message here and there.
+    // The seen bits are the truth: a consumer killed inside `record`, after
+    // setting a message's bit and before counting it, leaves the count short.
     let missing: Vec<u32> = (0..next).filter(|&s| !ledger.has(0, s)).collect();
-    assert_eq!(missing.len() as u32, lost);
+    let lost = missing.len() as u32;
+    assert!(lost <= kills, "lost {lost} messages with {kills} kills: {missing:?}");
+    let seen = next - lost;
+    let received = ledger.received.load(Ordering::SeqCst);
+    assert!(received <= seen && seen - received <= kills, "{received} counted, {seen} seen, {kills} kills");
 }
 
 #[test]
