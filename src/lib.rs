@@ -45,6 +45,8 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmsync supports Linux only: it needs robust futex lists, shared futexes and /dev/shm.");
 
+#[macro_use]
+mod crash;
 pub mod data;
 mod error;
 mod named;
@@ -63,3 +65,12 @@ pub use named::{
 };
 pub use process::{current, log_to_stderr, Process, Run};
 pub use raw::BarrierWaitResult;
+
+/// Support for this crate's own tests and tools; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::crash::POINTS as CRASH_POINTS;
+    /// The `fail` crate, to configure crash points from tests.
+    #[cfg(feature = "failpoints")]
+    pub use fail;
+}

@@ -40,6 +40,9 @@ const CREATOR_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// failed create and the open (another process unlinked it).
 const OPEN_OR_CREATE_TRIES: usize = 16;
 
+/// This module's crash points (see [`crate::crash`]).
+pub(crate) const CRASH_POINTS: &[&str] = &["segment.create.claimed"];
+
 /// What a segment holds and how to initialise it. Implemented by each named
 /// object type; not implementable outside the crate (the trait lives in a
 /// private module).
@@ -254,6 +257,7 @@ pub fn create<L: Layout>(opts: &Options, params: &L::Params) -> Result<Segment<L
         (&raw mut (*h).object_align).write(fp.object_align);
         (&raw mut (*h).type_hash).write(fp.type_hash);
     }
+    crash_point!("segment.create.claimed");
     // SAFETY: the object area starts at OBJECT_OFFSET, inside the mapping
     // (total_size covers it) and aligned for the object (total_size asserts
     // the alignment divides the offset); nobody else reads it before READY.

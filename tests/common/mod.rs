@@ -285,3 +285,18 @@ pub fn await_futex_sleep(pids: &[u32]) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// In a forked child: SIGKILL this process the moment it reaches the crash
+/// point `name` (a `failpoints` build only).
+#[cfg(feature = "failpoints")]
+pub fn die_at(name: &'static str) {
+    shmsync::__private::fail::cfg_callback(name, || {
+        let _ = kill(nix::unistd::Pid::this(), Signal::SIGKILL);
+    })
+    .expect("configure crash point");
+}
+
+/// Every crash point the crate declares.
+pub fn crash_points() -> Vec<&'static str> {
+    shmsync::__private::CRASH_POINTS.iter().flat_map(|group| group.iter().copied()).collect()
+}

@@ -1,0 +1,34 @@
+//! Crash points: the named steps between a shared state change and the wake
+//! or commit that follows it.
+//!
+//! A process may be SIGKILLed between any two instructions. The places where
+//! that matters most, where one process has published a change that others
+//! wait for but has not yet woken them, or has been woken for something it
+//! has not yet taken, are marked with [`crash_point!`]. With the `failpoints`
+//! feature each mark is a `fail` crate point of the same name, so a test can
+//! kill the process exactly there (see `tests/crash_points.rs`); without it
+//! the macro expands to nothing, so the marks cost nothing.
+//!
+//! [`POINTS`] lists every mark in the crate; the crash-point suite checks
+//! that each one appears in the source and that a test kills a process at it.
+
+/// Marks a crash point named `$name` (a string literal listed in [`POINTS`]).
+macro_rules! crash_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        $crate::crash::hit($name);
+    };
+}
+
+/// Evaluates the `fail` point `name`: whatever action a test configured for
+/// it (typically a callback that SIGKILLs this process) runs here.
+#[cfg(feature = "failpoints")]
+#[inline(never)]
+pub(crate) fn hit(name: &'static str) {
+    fail::fail_point!(name);
+}
+
+/// Every crash point in the crate, one list per module that has any.
+/// Names read `object.operation.step`: the step just completed when the
+/// point is hit.
+pub const POINTS: &[&[&str]] = &[crate::segment::CRASH_POINTS];
