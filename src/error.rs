@@ -75,6 +75,18 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// The segment's file belongs to another user, whom the caller did not
+    /// invite: it could be a squatter's forgery of the object.
+    #[error("segment '{name}' is owned by uid {uid}, not by this process's uid {caller}; if that user shares it with you on purpose, open it with builder().allow_owner({uid})")]
+    ForeignOwner {
+        /// The segment's name.
+        name: String,
+        /// The file's owner.
+        uid: u32,
+        /// The caller's effective uid.
+        caller: u32,
+    },
+
     /// The permission bits on the segment shut the caller out.
     #[error("permission denied for segment '{name}'; its mode (see builder().mode()) does not admit this user")]
     PermissionDenied {

@@ -70,6 +70,10 @@ pub use raw::BarrierWaitResult;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::crash::POINTS as CRASH_POINTS;
+    /// How many `FUTEX_WAKE` syscalls the calling thread has made.
+    pub fn futex_wake_calls() -> u64 {
+        crate::sys::futex::wake_calls()
+    }
     /// The `fail` crate, to configure crash points from tests.
     #[cfg(feature = "failpoints")]
     pub use fail;

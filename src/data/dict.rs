@@ -71,7 +71,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Layout fo
         unsafe { Table::init(object, trailing) }
     }
 
-    fn check_trailing(table: &Table, trailing: usize) -> std::result::Result<(), String> {
+    fn check(table: &Table, trailing: usize) -> std::result::Result<(), String> {
         table.check_trailing(trailing)
     }
 }

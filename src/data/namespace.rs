@@ -69,7 +69,7 @@ impl Layout for Namespace {
         unsafe { Table::init(object, trailing) }
     }
 
-    fn check_trailing(table: &Table, trailing: usize) -> std::result::Result<(), String> {
+    fn check(table: &Table, trailing: usize) -> std::result::Result<(), String> {
         table.check_trailing(trailing)
     }
 }

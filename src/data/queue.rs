@@ -80,7 +80,7 @@ macro_rules! named_queue {
                 Ok(())
             }
 
-            fn check_trailing(ring: &Ring, trailing: usize) -> std::result::Result<(), String> {
+            fn check(ring: &Ring, trailing: usize) -> std::result::Result<(), String> {
                 if ring.capacity() > trailing || ring.capacity() % 8 != 0 || ring.capacity() < 32 {
                     return Err(format!("its ring claims {} bytes but {trailing} are there", ring.capacity()));
                 }

@@ -181,7 +181,7 @@ impl Ring {
         w.waiting.fetch_add(1, Ordering::SeqCst);
         let seq = w.seq.load(Ordering::SeqCst);
         self.unlock();
-        let mut spin = crate::raw::SpinWait::new();
+        let mut spin = crate::raw::SpinWait::new(crate::raw::Spin::Ring, deadline);
         let mut in_time = true;
         while w.seq.load(Ordering::Acquire) == seq {
             if spin.spin() {

@@ -56,6 +56,10 @@ impl Layout for Barrier {
         Ok(())
     }
 
+    fn check(barrier: &RawBarrier, _trailing: usize) -> std::result::Result<(), String> {
+        barrier.check()
+    }
+
     unsafe fn init(object: *mut RawBarrier, _trailing: usize, params: &BarrierParams) -> Result<()> {
         // SAFETY: forwarded from the caller of Layout::init.
         unsafe { RawBarrier::init(object, params.parties) }
@@ -78,8 +82,13 @@ impl Barrier {
         self.seg.object()
     }
 
+    /// The error for a wait that found the barrier broken: `Corrupt` when
+    /// its shared state makes no sense (then `reset` repairs it).
     fn broken(&self) -> Error {
-        Error::BrokenBarrier { name: self.name().to_string() }
+        match self.raw().check() {
+            Err(detail) => Error::Corrupt { name: self.name().to_string(), detail },
+            Ok(()) => Error::BrokenBarrier { name: self.name().to_string() },
+        }
     }
 
     /// Waits until all parties have arrived. `Err(BrokenBarrier)` if the

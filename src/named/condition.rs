@@ -76,6 +76,10 @@ impl Layout for Condition {
     type Params = ();
     const KIND: Kind = Kind::Condition;
 
+    fn check(cond: &RawCondition, _trailing: usize) -> std::result::Result<(), String> {
+        cond.check()
+    }
+
     unsafe fn init(object: *mut RawCondition, _trailing: usize, _: &()) -> crate::Result<()> {
         // SAFETY: forwarded from the caller of Layout::init.
         unsafe { RawCondition::init(object) };

@@ -24,6 +24,10 @@ macro_rules! named_lock {
                 unsafe { $raw::init(object) };
                 Ok(())
             }
+
+            fn check(lock: &$raw, _trailing: usize) -> std::result::Result<(), String> {
+                lock.check()
+            }
         }
 
         named_lifecycle!($ty {});

@@ -97,6 +97,31 @@ impl<K: NamedObject> Builder<K> {
         self
     }
 
+    /// Also accept, at `open`, a segment whose file belongs to `uid` (repeat
+    /// for several). By default `open` and `open_or_create` refuse a segment
+    /// owned by any uid but the caller's effective one with
+    /// [`Error::ForeignOwner`]: another user could have made it first under
+    /// the name you expect, to feed you forged state.
+    pub fn allow_owner(mut self, uid: u32) -> Self {
+        self.opts.owners = match self.opts.owners {
+            segment::Owners::Any => segment::Owners::Any,
+            segment::Owners::Caller => segment::Owners::AlsoUids(vec![uid]),
+            segment::Owners::AlsoUids(mut uids) => {
+                uids.push(uid);
+                segment::Owners::AlsoUids(uids)
+            }
+        };
+        self
+    }
+
+    /// Accept, at `open`, a segment whatever user owns its file: for setups
+    /// that share objects across users on purpose and trust every user who
+    /// can create files in `/dev/shm`.
+    pub fn any_owner(mut self) -> Self {
+        self.opts.owners = segment::Owners::Any;
+        self
+    }
+
     pub(crate) fn params_mut(&mut self) -> &mut K::Params {
         &mut self.params
     }
@@ -124,6 +149,7 @@ impl<K: NamedObject> Builder<K> {
     /// handle drops.
     pub(crate) fn create_unique(mut self) -> Result<K> {
         self.opts.unlink_on_drop = true;
+        self.opts.ephemeral = true;
         // A stale segment from a dead process with a recycled pid could hold
         // the generated name; O_EXCL reports it, and the next name is new.
         for _ in 0..8 {
@@ -203,9 +229,16 @@ macro_rules! lifecycle_fns {
             self.seg.name()
         }
 
-        /// The pid of the process that created the segment.
+        /// The pid of the process that created the segment, as the segment
+        /// records it: a peer could have written anything there, so treat it
+        /// as a hint (see [`owner_uid`](Self::owner_uid) for who made the file).
         pub fn creator_pid(&self) -> Option<u32> {
             self.seg.creator_pid()
+        }
+
+        /// The uid that owns the segment's file, as the kernel reports it.
+        pub fn owner_uid(&self) -> u32 {
+            self.seg.owner_uid()
         }
     };
 }

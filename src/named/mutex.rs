@@ -75,6 +75,10 @@ impl<T: Pod> Layout for Mutex<T> {
         segment::type_hash::<T>()
     }
 
+    fn check(cell: &MutexCell<T>, _trailing: usize) -> std::result::Result<(), String> {
+        cell.lock.check()
+    }
+
     unsafe fn init(object: *mut MutexCell<T>, _trailing: usize, params: &MutexParams<T>) -> Result<()> {
         // SAFETY: the caller of Layout::init guarantees `object` is valid,
         // aligned and unshared; the fields are in bounds.

@@ -67,6 +67,10 @@ macro_rules! named_semaphore {
                 validate(name, params)
             }
 
+            fn check(sem: &RawSemaphore, _trailing: usize) -> std::result::Result<(), String> {
+                sem.check()
+            }
+
             unsafe fn init(object: *mut RawSemaphore, _trailing: usize, params: &SemaphoreParams) -> Result<()> {
                 let max = $bounded.then_some(params.value);
                 // SAFETY: forwarded from the caller of Layout::init.

@@ -209,16 +209,23 @@ impl Process {
         let _ = std::io::stderr().flush();
         let parent = std::process::id();
         let registry = children::ForkGuard::lock();
+        // The segment registry too: the child must not inherit it mid-change.
+        let segments = crate::segment::fork_guard();
         // SAFETY: the child runs only `run_child`, which follows the rules in
         // the type's `# Notes`: it takes no lock a parent thread may hold
         // (the registry lock is held by this very thread across the fork).
         match unsafe { child::fork() } {
-            Err(e) => Err(Error::os("fork", &self.name, e)),
+            Err(e) => {
+                drop(segments);
+                Err(Error::os("fork", &self.name, e))
+            }
             Ok(Forked::Parent(pid)) => {
+                drop(segments);
                 registry.parent(pid, &self.name, self.daemon);
                 Ok(pid)
             }
             Ok(Forked::Child) => {
+                drop(segments);
                 registry.child();
                 run_child(&self.name, self.daemon, parent, target)
             }

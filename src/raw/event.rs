@@ -7,21 +7,34 @@
 //! |-------|---------|---------|
 //! | 0     | SET     | the flag |
 //! | 1     | WAITERS | someone may be asleep on the word; `set` must wake |
-//! | 2..32 | gen     | bumped by every `set` that finds the flag clear or sleepers, so a waiter that sleeps through a set-then-clear pulse still returns `true`, as Python's does |
+//! | 2..32 | gen     | bumped by every `set`, so a waiter that sleeps through a set-then-clear pulse still returns `true`, as Python's does |
 //!
 //! `set` with nobody asleep is one compare-exchange; `is_set` is one load.
-//! Waiters spin briefly (see `spin`), then set WAITERS and sleep. A waiter
-//! killed in its sleep leaves WAITERS set, which costs the next `set` one
-//! `FUTEX_WAKE` and nothing else.
+//! Waiters spin briefly (see `spin`), then set WAITERS and sleep.
+//!
+//! Crash safety. `set` publishes SET (and the new gen) *keeping* WAITERS,
+//! wakes every sleeper, and only then clears WAITERS, and only if the word
+//! is still exactly what it published: any later `set`, `clear` or new
+//! sleeper changes the word, and then the bit stays. So a setter killed
+//! between publishing and waking leaves WAITERS set, and the next `set` from
+//! any process wakes the sleepers; even with no next `set`, they see SET at
+//! their next re-check slice (`sleep::RECHECK`). A setter killed after the
+//! wake leaves WAITERS set: one spare `FUTEX_WAKE` for the next `set`. A
+//! waiter killed in its sleep leaves WAITERS set: the next `set` wakes
+//! nobody, clears the bit, and later sets make no syscall.
 //!
 //! All-zero bytes are a valid, clear event; `init` writes exactly that.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::spin::SpinWait;
+use super::sleep::{self, Woke};
+use super::spin::{Spin, SpinWait};
 use crate::sys::futex;
 use crate::sys::time::Deadline;
+
+/// This module's crash points (see [`crate::crash`]).
+pub(crate) const CRASH_POINTS: &[&str] = &["event.set.published", "event.set.woken"];
 
 const SET: u32 = 1;
 const WAITERS: u32 = 2;
@@ -69,24 +82,30 @@ impl RawEvent {
     #[inline]
     pub fn set(&self) {
         let mut v = self.word.load(Ordering::Relaxed);
-        loop {
+        let published = loop {
             // Always one Release read-modify-write, even when the flag is
             // already set, so whatever the caller wrote before `set` is
-            // published to the waiters that see it.
-            let next = (v & !WAITERS).wrapping_add(GEN_ONE) | SET;
+            // published to the waiters that see it. WAITERS is kept.
+            let next = v.wrapping_add(GEN_ONE) | SET;
             match self.word.compare_exchange_weak(v, next, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break,
+                Ok(_) => break next,
                 Err(now) => v = now,
             }
-        }
-        if v & WAITERS != 0 {
-            self.wake();
+        };
+        if published & WAITERS != 0 {
+            self.wake(published);
         }
     }
 
     #[cold]
-    fn wake(&self) {
+    fn wake(&self, published: u32) {
+        crash_point!("event.set.published");
         futex::wake_all(&self.word);
+        crash_point!("event.set.woken");
+        // Everyone asleep on the word is awake. The bit may go only if the
+        // word is still what we published: then no later sleeper exists (a
+        // waiter that saw this word saw SET and did not sleep).
+        let _ = self.word.compare_exchange(published, published & !WAITERS, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Clears the flag. Waiters sleep again until the next `set`.
@@ -116,7 +135,7 @@ impl RawEvent {
         }
         let gen = start & !(SET | WAITERS);
         let signalled = |v: u32| v & SET != 0 || v & !(SET | WAITERS) != gen;
-        let mut spin = SpinWait::new();
+        let mut spin = SpinWait::new(Spin::Event, deadline);
         loop {
             let v = self.word.load(Ordering::Acquire);
             if signalled(v) {
@@ -130,7 +149,7 @@ impl RawEvent {
             {
                 continue;
             }
-            if !futex::wait(&self.word, v | WAITERS, deadline) {
+            if sleep::sleep(&self.word, v | WAITERS, deadline) == Woke::Deadline {
                 return signalled(self.word.load(Ordering::Acquire));
             }
         }

@@ -12,14 +12,44 @@
 //! poison flag, which lives beside the mutex in the shared memory, so every
 //! process sees it until one clears it.
 //!
+//! Taking the lock: one `pthread_mutex_trylock`; when it is busy, a spin of
+//! `trylock`s on the lock's spin budget; then sleeping on the lock word
+//! itself (the kernel's robust-futex word: owner tid, `FUTEX_WAITERS`,
+//! `FUTEX_OWNER_DIED`), after setting `FUTEX_WAITERS` so the unlock wakes
+//! one sleeper. A sleeper that wins the lock sets `FUTEX_WAITERS` again, as
+//! glibc's own lock does, so that its unlock passes the wake on.
+//!
+//! Why not glibc's blocking lock: its unlock clears the word and wakes one
+//! sleeper; if another locker takes the free word meanwhile (a spinner's
+//! `trylock` does not set `FUTEX_WAITERS`) and the woken one is killed before
+//! it marks the word again, the next unlock wakes nobody, and the other
+//! sleepers sleep on a free lock. Here a sleeper sleeps at most one
+//! [`RECHECK`](super::sleep::RECHECK) slice, then tries again, so it takes a
+//! free lock at most that late. After a slice it also checks that the owner
+//! the word names is alive: a word naming a thread that is gone (the kernel
+//! missed its death, or the word was forged) is marked owner-died, exactly as
+//! the kernel would, so the next `trylock` recovers the lock, poisoned.
+//!
+//! Every attempt first checks that the mutex's kind is the one `init` made
+//! (glibc would take non-robust or priority-inheritance paths for another):
+//! a changed kind is restored, and the lock reported poisoned. A mutex left
+//! `ENOTRECOVERABLE` by a foreign process is repaired into an owner-died one,
+//! which the next attempt recovers, poisoned.
+//!
 //! All-zero bytes are *not* a valid lock: `init` must run first.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::sleep::{self, Woke};
+use super::spin::{Spin, SpinWait};
+use crate::sys::proc::{self, Identity};
 use crate::sys::pthread::{self, Acquire};
 use crate::sys::time::Deadline;
+
+/// This module's crash points (see [`crate::crash`]).
+pub(crate) const CRASH_POINTS: &[&str] = &["lock.unlock.before", "lock.contended.woken", "lock.contended.acquired"];
 
 /// How a lock call ended when the caller got the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +72,14 @@ impl Locked {
 
 const HEALTHY: u32 = 0;
 const POISONED: u32 = 1;
+
+/// One attempt's result, before it becomes a [`Locked`].
+enum Attempt {
+    Got(Locked),
+    Busy,
+    /// This thread holds the (non-recursive) lock already.
+    Deadlock,
+}
 
 /// The shared body of both lock types; guards hold a reference to it.
 #[repr(C)]
@@ -69,65 +107,161 @@ impl Robust {
         self.mutex.get()
     }
 
+    fn word(&self) -> &AtomicU32 {
+        // SAFETY: the mutex is mapped for as long as `self` lives.
+        unsafe { pthread::lock_word(self.mutex()) }
+    }
+
+    /// On open: whether the lock's bytes are a lock of `kind` as `init` made.
+    pub(crate) fn check(&self, kind: pthread::Kind) -> Result<(), String> {
+        // SAFETY: the mutex is mapped for as long as `self` lives.
+        if unsafe { pthread::kind_matches(self.mutex(), kind) } {
+            Ok(())
+        } else {
+            Err(format!("its lock is not a robust process-shared {kind:?} mutex"))
+        }
+    }
+
+    /// One `trylock`, with the repairs the module docs describe.
     #[inline]
-    fn after(&self, how: Acquire, what: &str) -> Option<Locked> {
-        match how {
-            Acquire::Acquired => Some(if self.is_poisoned() { Locked::Poisoned } else { Locked::Clean }),
+    fn attempt(&self, kind: pthread::Kind) -> Attempt {
+        // SAFETY: `self` is a reference to an initialised lock (the type's
+        // contract), so the mutex is initialised and mapped for the call.
+        if unsafe { !pthread::kind_matches(self.mutex(), kind) } {
+            return self.repair_kind(kind);
+        }
+        // SAFETY: as above.
+        match unsafe { pthread::try_lock(self.mutex()) } {
+            Acquire::Acquired => Attempt::Got(self.flag()),
             Acquire::OwnerDied => {
                 // Relaxed is enough: we hold the mutex, whose unlock/lock pairs
                 // order this store for the next holder in any process.
                 self.poisoned.store(POISONED, Ordering::Relaxed);
-                Some(Locked::Poisoned)
+                Attempt::Got(Locked::Poisoned)
             }
-            Acquire::WouldBlock => None,
-            Acquire::Deadlock => panic!("{what}: the calling thread already holds this lock"),
+            Acquire::WouldBlock => Attempt::Busy,
+            Acquire::Deadlock => Attempt::Deadlock,
+            Acquire::NotRecoverable => self.repair_not_recoverable(),
+            Acquire::Invalid => self.repair_kind(kind),
+        }
+    }
+
+    #[cold]
+    fn repair_kind(&self, kind: pthread::Kind) -> Attempt {
+        log::warn!("shmsync: a lock's mutex kind was overwritten; restoring it and poisoning the lock");
+        // SAFETY: the mutex is mapped, and was initialised as `kind`.
+        unsafe { pthread::restore_kind(self.mutex(), kind) };
+        self.poison();
+        Attempt::Busy
+    }
+
+    #[cold]
+    fn repair_not_recoverable(&self) -> Attempt {
+        log::warn!("shmsync: a lock was left unrecoverable by another process; recovering it as poisoned");
+        // SAFETY: the mutex is mapped; our last trylock returned NotRecoverable.
+        unsafe { pthread::repair_not_recoverable(self.mutex(), proc::tid()) };
+        Attempt::Busy
+    }
+
+    #[inline]
+    fn flag(&self) -> Locked {
+        if self.is_poisoned() {
+            Locked::Poisoned
+        } else {
+            Locked::Clean
         }
     }
 
     /// Takes the lock: one attempt inline, then the contended path.
     #[inline]
-    fn lock(&self, what: &str) -> Locked {
-        match self.try_lock() {
-            Some(how) => how,
-            None => self.lock_contended(what),
+    fn lock(&self, kind: pthread::Kind, what: &str) -> Locked {
+        match self.attempt(kind) {
+            Attempt::Got(how) => how,
+            Attempt::Deadlock => deadlock(what),
+            Attempt::Busy => match self.lock_contended(kind, None) {
+                Some(how) => how,
+                None => deadlock(what),
+            },
         }
-    }
-
-    /// glibc's robust mutexes go to the kernel at once when taken; a holder
-    /// on another core usually lets go within microseconds, so poll with
-    /// `try_lock` on the crate's spin budget first, then block.
-    #[cold]
-    fn lock_contended(&self, what: &str) -> Locked {
-        let mut spin = super::SpinWait::new();
-        while spin.spin() {
-            if let Some(how) = self.try_lock() {
-                return how;
-            }
-        }
-        // SAFETY: `self` is a reference to an initialised lock (the type's
-        // contract), so the mutex is initialised and mapped for the call.
-        let how = unsafe { pthread::lock(self.mutex()) };
-        self.after(how, what).unwrap_or_else(|| crate::sys::fail("pthread_mutex_lock", libc::EBUSY))
     }
 
     #[inline]
-    fn try_lock(&self) -> Option<Locked> {
-        // SAFETY: as in `lock`.
-        match unsafe { pthread::try_lock(self.mutex()) } {
-            Acquire::Deadlock => None,
-            how => self.after(how, "try_lock"),
+    fn try_lock(&self, kind: pthread::Kind) -> Option<Locked> {
+        match self.attempt(kind) {
+            Attempt::Got(how) => Some(how),
+            // Held, by another thread or by this one: either way not ours to take.
+            Attempt::Busy | Attempt::Deadlock => None,
         }
     }
 
-    fn try_lock_until(&self, deadline: &Deadline) -> Option<Locked> {
-        // Fast path first: no clock read when the lock is free.
-        if let Some(l) = self.try_lock() {
-            return Some(l);
+    pub(crate) fn try_lock_until(&self, kind: pthread::Kind, deadline: &Deadline) -> Option<Locked> {
+        match self.attempt(kind) {
+            Attempt::Got(how) => Some(how),
+            Attempt::Deadlock => None,
+            Attempt::Busy => self.lock_contended(kind, Some(deadline)),
         }
-        // SAFETY: as in `lock`.
-        match unsafe { pthread::lock_until(self.mutex(), deadline) } {
-            Acquire::Deadlock => None,
-            how => self.after(how, "try_lock_for"),
+    }
+
+    /// The slow path of every lock call: spin, then sleep on the lock word in
+    /// slices, until the lock is ours or `deadline` passes (`None`). Also
+    /// `None` if this thread turns out to hold it already.
+    #[cold]
+    fn lock_contended(&self, kind: pthread::Kind, deadline: Option<&Deadline>) -> Option<Locked> {
+        let mut spin = SpinWait::new(Spin::Lock, deadline);
+        while spin.spin() {
+            match self.attempt(kind) {
+                Attempt::Got(how) => return Some(how),
+                Attempt::Deadlock => return None,
+                Attempt::Busy => {}
+            }
+        }
+        drop(spin);
+        let word = self.word();
+        let mut slept = false;
+        loop {
+            match self.attempt(kind) {
+                Attempt::Got(how) => {
+                    if slept {
+                        crash_point!("lock.contended.acquired");
+                        // Others may sleep behind us, and the unlock that
+                        // woke us cleared their bit: set it again (we own the
+                        // word), so our unlock wakes the next.
+                        word.fetch_or(pthread::WAITERS, Ordering::Relaxed);
+                    }
+                    return Some(how);
+                }
+                Attempt::Deadlock => return None,
+                Attempt::Busy => {}
+            }
+            let seen = word.load(Ordering::Relaxed);
+            if seen & pthread::TID_MASK == 0 {
+                continue; // free, or owner-died: try again
+            }
+            if seen & pthread::WAITERS == 0
+                && word.compare_exchange(seen, seen | pthread::WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
+            {
+                continue;
+            }
+            slept = true;
+            match sleep::sleep(word, seen | pthread::WAITERS, deadline) {
+                Woke::Deadline => return self.try_lock(kind),
+                Woke::Signalled => {}
+                Woke::Recheck => self.recover_if_owner_gone(word),
+            }
+            crash_point!("lock.contended.woken");
+        }
+    }
+
+    /// After a slice of sleep on a lock that stayed held: if the owner the
+    /// word names is gone, mark the word as the kernel would have.
+    #[cold]
+    fn recover_if_owner_gone(&self, word: &AtomicU32) {
+        let seen = word.load(Ordering::Relaxed);
+        let tid = seen & pthread::TID_MASK;
+        if tid != 0 && !(Identity { id: tid, start: 0 }).is_alive() {
+            log::warn!("shmsync: a lock's owner, thread {tid}, is gone but the lock was never released; recovering it");
+            // SAFETY: the mutex is mapped and initialised; its owner is dead.
+            unsafe { pthread::declare_owner_dead(self.mutex(), seen) };
         }
     }
 
@@ -135,6 +269,7 @@ impl Robust {
     /// The calling thread holds the lock.
     #[inline]
     pub(crate) unsafe fn unlock(&self) {
+        crash_point!("lock.unlock.before");
         // SAFETY: the caller holds the lock; the mutex is initialised and mapped.
         unsafe { pthread::unlock(self.mutex()) }
     }
@@ -142,6 +277,12 @@ impl Robust {
     fn owner(&self) -> Option<u32> {
         // SAFETY: the mutex is initialised and mapped for as long as `self` lives.
         unsafe { pthread::owner(self.mutex()) }
+    }
+
+    /// How deep the holder has nested the lock (a snapshot).
+    pub(crate) fn depth(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { pthread::depth(self.mutex()) }
     }
 
     #[inline]
@@ -153,6 +294,12 @@ impl Robust {
     pub(crate) fn poison(&self) {
         self.poisoned.store(POISONED, Ordering::Relaxed);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn deadlock(what: &str) -> ! {
+    panic!("{what}: the calling thread already holds this lock")
 }
 
 macro_rules! raw_lock {
@@ -188,18 +335,24 @@ macro_rules! raw_lock {
             /// lock has been recovered) or panicked holding it.
             #[inline]
             pub fn lock(&self) -> Locked {
-                self.0.lock(concat!($what, "::lock"))
+                self.0.lock($kind, concat!($what, "::lock"))
             }
 
             /// Takes the lock if it is free; `None` if another thread holds it.
             #[inline]
             pub fn try_lock(&self) -> Option<Locked> {
-                self.0.try_lock()
+                self.0.try_lock($kind)
             }
 
             /// Takes the lock, waiting at most `timeout`; `None` on timeout.
             pub fn try_lock_for(&self, timeout: Duration) -> Option<Locked> {
-                self.0.try_lock_until(&Deadline::after(timeout))
+                self.0.try_lock_until($kind, &Deadline::after(timeout))
+            }
+
+            /// On open: whether the bytes are a lock of this type as `init`
+            /// made it (the mutex kind); a description of the problem if not.
+            pub(crate) fn check(&self) -> Result<(), String> {
+                self.0.check($kind)
             }
 
             /// The core that guards hold.
@@ -225,6 +378,13 @@ macro_rules! raw_lock {
             /// The kernel thread id of the holder, if any (a snapshot).
             pub fn owner_tid(&self) -> Option<u32> {
                 self.0.owner()
+            }
+
+            /// How many times the holder has locked it without unlocking (a
+            /// snapshot: 1 for a held `RawLock`, the nesting depth for a
+            /// `RawRLock`, meaningless while it is free).
+            pub fn depth(&self) -> u32 {
+                self.0.depth()
             }
 
             /// Whether the lock is poisoned.

@@ -12,18 +12,29 @@
 //! All futex words are used as *shared* futexes (never `FUTEX_PRIVATE_FLAG`),
 //! so waiters and wakers may be in different processes and may map the memory
 //! at different addresses.
+//!
+//! Every wait spins briefly (a budget each thread learns per kind of wait),
+//! then sleeps in slices of at most [`RECHECK`], re-checking its condition
+//! after each: whatever a killed process left undone, a live waiter goes on
+//! at most one slice after what it waits for has happened.
 
 mod barrier;
 mod condition;
 mod event;
 mod lock;
 mod semaphore;
+mod sleep;
 mod spin;
-pub(crate) use spin::SpinWait;
+pub(crate) use spin::{Spin, SpinWait};
 
 pub use barrier::{BarrierWaitResult, Broken, RawBarrier, MAX_PARTIES};
-pub use condition::RawCondition;
+pub use condition::{RawCondition, SLOTS as CONDITION_SLOTS};
 pub use event::RawEvent;
 pub(crate) use lock::Robust;
 pub use lock::{Locked, RawLock, RawRLock};
 pub use semaphore::{AtMaximum, RawSemaphore, MAX_VALUE};
+pub use sleep::RECHECK;
+
+/// The crash points of the raw primitives (see [`crate::crash`]).
+pub(crate) const CRASH_POINTS: &[&[&str]] =
+    &[lock::CRASH_POINTS, event::CRASH_POINTS, semaphore::CRASH_POINTS, condition::CRASH_POINTS, barrier::CRASH_POINTS];

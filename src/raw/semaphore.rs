@@ -3,32 +3,47 @@
 //!
 //! | field     | meaning |
 //! |-----------|---------|
-//! | `value`   | the units available; the futex word waiters sleep on while it is 0 |
-//! | `waiters` | how many may be asleep; `release` wakes only when it is non-zero |
+//! | `value`   | the futex word: bits 0..31 the units available, bit 31 SLEEPERS (someone may be asleep on the word) |
+//! | `_reserved` | zero |
 //! | `max`     | the largest value `release` may reach (`MAX_VALUE` when unbounded) |
 //!
 //! `acquire` with a unit free is one compare-exchange; `release` with nobody
-//! waiting is one compare-exchange and one load. The `waiters` increment and
-//! the `value` read of a waiter, and the `value` update and `waiters` read of
-//! a releaser, are all SeqCst: of the two, at least one sees the other, so a
-//! release never misses a sleeper.
+//! asleep is one compare-exchange. A waiter sets SLEEPERS (keeping the units,
+//! which are 0) before it sleeps on the word; `release` adds a unit keeping
+//! SLEEPERS, and if the bit was set, wakes one sleeper. A woken waiter that
+//! takes its unit and sees units left and SLEEPERS set wakes the next (a
+//! release may have woken it for a unit another took).
 //!
-//! A waiter killed in its sleep leaves `waiters` one too high, which costs
-//! later releases a `FUTEX_WAKE` each and nothing else. A waiter killed in the
-//! instant between being woken and taking its unit leaves the unit in
-//! `value`; the next `release` or acquire finds it.
+//! SLEEPERS is cleared only by a `release` whose wake found nobody asleep,
+//! and only while units are free: then no one can be asleep for the lack of
+//! one (a waiter sleeps only on a word showing 0 units, and a word showing
+//! units makes its sleep fail at once). So a waiter killed in its sleep costs
+//! the next release one `FUTEX_WAKE`, and no release after it anything.
+//!
+//! Crash safety: a releaser killed between adding its unit and waking leaves
+//! SLEEPERS set, and the next release wakes a sleeper, which finds both units;
+//! a waiter woken and killed before it takes its unit leaves the unit free.
+//! Either way a sleeper also sees the free unit at its next re-check slice
+//! (`sleep::RECHECK`), so no one sleeps longer than that beside a free unit.
 //!
 //! All-zero bytes are *not* valid (`max` would be 0); call `init`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::spin::SpinWait;
+use super::sleep::{self, Woke};
+use super::spin::{Spin, SpinWait};
 use crate::sys::futex;
 use crate::sys::time::Deadline;
 
+/// This module's crash points (see [`crate::crash`]).
+pub(crate) const CRASH_POINTS: &[&str] = &["semaphore.release.published", "semaphore.acquire.woken"];
+
 /// The largest value a semaphore may hold (`i32::MAX`).
 pub const MAX_VALUE: u32 = i32::MAX as u32;
+
+const SLEEPERS: u32 = 1 << 31;
+const UNITS: u32 = !SLEEPERS;
 
 /// `release` found the semaphore at its maximum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +74,7 @@ pub struct AtMaximum {
 #[repr(C)]
 pub struct RawSemaphore {
     value: AtomicU32,
-    waiters: AtomicU32,
+    _reserved: u32,
     max: u32,
 }
 
@@ -75,21 +90,21 @@ impl RawSemaphore {
     /// process may use the semaphore until `init` returns.
     pub unsafe fn init(this: *mut Self, value: u32, max: Option<u32>) -> Result<(), String> {
         let max = max.unwrap_or(MAX_VALUE);
-        if max > MAX_VALUE {
-            return Err(format!("the maximum {max} exceeds {MAX_VALUE}"));
-        }
-        if value > max {
-            return Err(format!("the value {value} exceeds the maximum {max}"));
-        }
-        let sem = RawSemaphore { value: AtomicU32::new(value), waiters: AtomicU32::new(0), max };
+        check_values(value, max)?;
+        let sem = RawSemaphore { value: AtomicU32::new(value), _reserved: 0, max };
         // SAFETY: the caller guarantees `this` is valid, aligned and unshared.
         unsafe { this.write(sem) };
         Ok(())
     }
 
+    /// On open: whether the fields are a semaphore `init` could have made.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        check_values(self.value(), self.max)
+    }
+
     /// The units available now (a snapshot).
     pub fn value(&self) -> u32 {
-        self.value.load(Ordering::Relaxed)
+        self.value.load(Ordering::Relaxed) & UNITS
     }
 
     /// The largest value `release` may reach.
@@ -101,10 +116,10 @@ impl RawSemaphore {
     #[inline]
     pub fn try_acquire(&self) -> bool {
         let mut v = self.value.load(Ordering::Relaxed);
-        while v > 0 {
+        while v & UNITS > 0 {
             // Acquire: what the releaser wrote before releasing is visible to
-            // the taker. SeqCst on success serves the waiter handshake.
-            match self.value.compare_exchange_weak(v, v - 1, Ordering::SeqCst, Ordering::Relaxed) {
+            // the taker.
+            match self.value.compare_exchange_weak(v, v - 1, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(now) => v = now,
             }
@@ -125,31 +140,48 @@ impl RawSemaphore {
         self.try_acquire() || self.acquire_slow(Some(&Deadline::after(timeout)))
     }
 
-    /// The slow path of every acquire: spin, then sleep while `value` is 0.
+    /// The slow path of every acquire: spin, then sleep while no unit is free.
     #[cold]
     pub(crate) fn acquire_slow(&self, deadline: Option<&Deadline>) -> bool {
-        let mut spin = SpinWait::new();
+        let mut spin = SpinWait::new(Spin::Semaphore, deadline);
         while spin.spin() {
             if self.try_acquire() {
                 return true;
             }
         }
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let taken = loop {
+        drop(spin);
+        let mut slept = false;
+        loop {
             if self.try_acquire() {
-                break true;
+                if slept {
+                    self.pass_on();
+                }
+                return true;
             }
-            if !futex::wait(&self.value, 0, deadline) {
-                break self.try_acquire();
+            let v = self.value.load(Ordering::Relaxed);
+            if v & UNITS > 0 {
+                continue;
             }
-        };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        if taken && self.value.load(Ordering::SeqCst) > 0 && self.waiters.load(Ordering::SeqCst) > 0 {
-            // Units are left and others sleep: pass the wake on, in case the
-            // wake that freed us was meant for one of them.
-            futex::wake(&self.value, 1);
+            if v & SLEEPERS == 0
+                && self.value.compare_exchange_weak(v, v | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
+            {
+                continue;
+            }
+            slept = true;
+            if sleep::sleep(&self.value, v | SLEEPERS, deadline) == Woke::Deadline {
+                return self.try_acquire();
+            }
+            crash_point!("semaphore.acquire.woken");
         }
-        taken
+    }
+
+    /// After a sleeper took a unit: if units are left and others may sleep,
+    /// wake the next, in case the wake meant for them went to us.
+    fn pass_on(&self) {
+        let v = self.value.load(Ordering::Relaxed);
+        if v & UNITS > 0 && v & SLEEPERS != 0 {
+            self.wake_one();
+        }
     }
 
     /// Returns a unit, waking one waiter if any sleeps.
@@ -161,26 +193,43 @@ impl RawSemaphore {
     pub fn release(&self) -> Result<(), AtMaximum> {
         let mut v = self.value.load(Ordering::Relaxed);
         loop {
-            if v >= self.max {
+            if v & UNITS >= self.max {
                 return Err(AtMaximum { max: self.max });
             }
-            // Release: publishes the releaser's writes to the next taker;
-            // SeqCst for the waiter handshake described at the top.
-            match self.value.compare_exchange_weak(v, v + 1, Ordering::SeqCst, Ordering::Relaxed) {
+            // Release: publishes the releaser's writes to the next taker.
+            match self.value.compare_exchange_weak(v, v + 1, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => v = now,
             }
         }
-        if self.waiters.load(Ordering::SeqCst) > 0 {
+        if v & SLEEPERS != 0 {
             self.wake_one();
         }
         Ok(())
     }
 
+    /// Wakes one sleeper; if none was asleep, clears SLEEPERS while units
+    /// are free (see the module docs for why that is safe).
     #[cold]
     fn wake_one(&self) {
-        futex::wake(&self.value, 1);
+        crash_point!("semaphore.release.published");
+        if futex::wake(&self.value, 1) == 0 {
+            let v = self.value.load(Ordering::Relaxed);
+            if v & UNITS > 0 && v & SLEEPERS != 0 {
+                let _ = self.value.compare_exchange(v, v & !SLEEPERS, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
     }
+}
+
+fn check_values(value: u32, max: u32) -> Result<(), String> {
+    if max > MAX_VALUE {
+        return Err(format!("the maximum {max} exceeds {MAX_VALUE}"));
+    }
+    if value > max {
+        return Err(format!("the value {value} exceeds the maximum {max}"));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for RawSemaphore {
@@ -216,6 +265,21 @@ mod tests {
             assert!(RawSemaphore::init(slot.as_mut_ptr(), MAX_VALUE + 1, None).is_err());
             assert!(RawSemaphore::init(slot.as_mut_ptr(), 3, Some(2)).is_err());
         }
+    }
+
+    #[test]
+    fn a_sleeper_killed_in_its_sleep_costs_one_wake_then_none() {
+        let sem = new(0, None);
+        // As a dead sleeper leaves it: SLEEPERS set, nobody asleep.
+        sem.value.fetch_or(SLEEPERS, Ordering::Relaxed);
+        sem.release().unwrap();
+        assert_eq!(sem.value.load(Ordering::Relaxed) & SLEEPERS, 0);
+        let before = futex::wake_calls();
+        for _ in 0..10 {
+            sem.release().unwrap();
+        }
+        assert_eq!(futex::wake_calls(), before);
+        assert_eq!(sem.value(), 11);
     }
 
     #[test]

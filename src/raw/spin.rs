@@ -5,14 +5,20 @@
 //! core answers in well under one. So a waiter first polls its word with
 //! `pause` for a while, then sleeps on its futex.
 //!
-//! How long is learned, per thread: a wait that spinning satisfied doubles
-//! the budget (up to `MAX_BUDGET` pauses); one that had to sleep cuts it by
-//! a quarter (down to `MIN_BUDGET`, so it keeps probing cheaply). Spinning helps only
-//! when the peer runs on another core at the same time, which a waiter
-//! cannot see: processes may be pinned anywhere, or share a core because the
-//! scheduler put them there. When the peer shares our core, polling only
-//! delays it, every poll fails, and the budget falls to a few pauses within
-//! a handful of waits.
+//! How long is learned, per thread and per kind of wait ([`Spin`]): a wait
+//! that spinning satisfied doubles that kind's budget (up to `MAX_BUDGET`
+//! pauses); one that had to sleep cuts it by a quarter (down to
+//! `MIN_BUDGET`, so it keeps probing cheaply). Per kind, because the kinds
+//! behave differently: lock hand-offs are short and spinning pays, while a
+//! thread's long condition waits would otherwise burn the maximum on every
+//! wait after its locks taught the budget to grow. Spinning helps only when
+//! the peer runs on another core at the same time, which a waiter cannot
+//! see; when the peer shares our core every poll fails, and the budget
+//! falls to a few pauses within a handful of waits.
+//!
+//! A spin never outlives its wait's deadline: it checks the clock between
+//! bursts, and a wait whose deadline has already passed (a `try_` call, a
+//! zero timeout) does not spin at all.
 //!
 //! No `sched_yield`: with an unrelated busy process on the core, a yield can
 //! hand it a whole time slice (milliseconds), while a futex sleeper that is
@@ -20,12 +26,14 @@
 //!
 //! The limits were chosen with `cargo bench --bench handoff` (three
 //! placements, plus a CPU hog on one core for the unpinned case). The price
-//! is CPU: a wait that ends up sleeping first burns the budget, at most
+//! is CPU: a wait that ends up sleeping first burns its budget, at most
 //! `MAX_BUDGET` pauses (tens of microseconds, about what one kernel wake
 //! costs here, the classic bound for spinning before blocking), and only
-//! while spinning keeps paying off.
+//! while spinning keeps paying off for that kind of wait.
 
 use std::cell::Cell;
+
+use crate::sys::time::Deadline;
 
 /// The least a waiter spins, in pauses: under a microsecond.
 const MIN_BUDGET: u32 = 32;
@@ -34,33 +42,67 @@ const MAX_BUDGET: u32 = 2048;
 /// Where a thread starts: spinning as long as it may, so two processes on
 /// different cores start out, and stay, in the fast polling regime.
 const INITIAL_BUDGET: u32 = MAX_BUDGET;
+/// The longest burst of pauses between two looks at the word.
+const MAX_BURST: u32 = 64;
+
+/// The kinds of wait that learn their own spin budgets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Spin {
+    /// Taking a contended robust lock.
+    Lock,
+    /// Waiting for an event to be set.
+    Event,
+    /// Waiting on a condition variable.
+    Condition,
+    /// Waiting for a semaphore unit.
+    Semaphore,
+    /// Waiting for a barrier's generation to end.
+    Barrier,
+    /// Waiting for a queue's ring to change.
+    Ring,
+}
+
+const KINDS: usize = 6;
 
 thread_local! {
-    /// This thread's spin budget, in pauses.
-    static BUDGET: Cell<u32> = const { Cell::new(INITIAL_BUDGET) };
+    /// This thread's spin budget for each kind of wait, in pauses.
+    static BUDGETS: [Cell<u32>; KINDS] = const { [const { Cell::new(INITIAL_BUDGET) }; KINDS] };
 }
 
 /// A bounded spin countdown for one wait. Dropping it records whether the
 /// spin paid off.
-pub(crate) struct SpinWait {
+pub(crate) struct SpinWait<'a> {
+    kind: Spin,
     spent: u32,
     budget: u32,
     burst: u32,
     exhausted: bool,
+    /// The deadline stopped the spin: it says nothing about whether spinning pays.
+    cut: bool,
+    deadline: Option<&'a Deadline>,
 }
 
-impl SpinWait {
-    /// A new countdown with this thread's current budget.
-    pub(crate) fn new() -> SpinWait {
-        SpinWait { spent: 0, budget: BUDGET.get(), burst: 1, exhausted: false }
+impl<'a> SpinWait<'a> {
+    /// A new countdown with this thread's current budget for `kind`, cut
+    /// short by `deadline`: none at all if it has passed already.
+    pub(crate) fn new(kind: Spin, deadline: Option<&'a Deadline>) -> SpinWait<'a> {
+        let budget =
+            if deadline.is_some_and(Deadline::has_passed) { 0 } else { BUDGETS.with(|b| b[kind as usize].get()) };
+        SpinWait { kind, spent: 0, budget, burst: 1, exhausted: false, cut: false, deadline }
     }
 
     /// Pauses a little (bursts double, so the word is checked often at
-    /// first). Returns `false` when the budget is spent and the caller should
-    /// sleep on its futex.
+    /// first). Returns `false` when the budget is spent, or the deadline has
+    /// passed, and the caller should sleep on its futex (or give up).
     pub(crate) fn spin(&mut self) -> bool {
         if self.spent >= self.budget {
-            self.exhausted = true;
+            // A wait that never spun (its deadline had passed) teaches nothing.
+            self.exhausted = self.budget > 0;
+            return false;
+        }
+        if self.burst == MAX_BURST && self.deadline.is_some_and(Deadline::has_passed) {
+            self.cut = true;
+            self.budget = self.spent;
             return false;
         }
         let n = self.burst.min(self.budget - self.spent);
@@ -68,44 +110,75 @@ impl SpinWait {
             std::hint::spin_loop();
         }
         self.spent += n;
-        self.burst = (self.burst * 2).min(64);
+        self.burst = (self.burst * 2).min(MAX_BURST);
         true
     }
 }
 
-impl Drop for SpinWait {
+impl Drop for SpinWait<'_> {
     fn drop(&mut self) {
-        if self.exhausted {
+        let next = if self.cut {
+            return;
+        } else if self.exhausted {
             // A gentle cut: one slow wake between two spinning peers must not
             // tip them both into sleeping for good, while a peer on our own
             // core (every spin fails) still brings the budget down to the
             // floor within about a dozen waits.
-            BUDGET.set((self.budget - self.budget / 4).max(MIN_BUDGET));
+            (self.budget - self.budget / 4).max(MIN_BUDGET)
         } else if self.spent > 0 {
-            BUDGET.set((self.budget * 2).min(MAX_BUDGET));
-        }
+            (self.budget * 2).min(MAX_BUDGET)
+        } else {
+            return;
+        };
+        BUDGETS.with(|b| b[self.kind as usize].set(next));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn budget(kind: Spin) -> u32 {
+        BUDGETS.with(|b| b[kind as usize].get())
+    }
 
     #[test]
-    fn the_budget_halves_after_a_failed_spin_and_doubles_after_a_good_one() {
-        BUDGET.set(INITIAL_BUDGET);
-        let mut failed = SpinWait::new();
+    fn the_budget_falls_after_a_failed_spin_and_doubles_after_a_good_one() {
+        BUDGETS.with(|b| b[Spin::Event as usize].set(INITIAL_BUDGET));
+        let mut failed = SpinWait::new(Spin::Event, None);
         while failed.spin() {}
         drop(failed);
-        assert_eq!(BUDGET.get(), INITIAL_BUDGET - INITIAL_BUDGET / 4);
-        let mut good = SpinWait::new();
+        assert_eq!(budget(Spin::Event), INITIAL_BUDGET - INITIAL_BUDGET / 4);
+        let mut good = SpinWait::new(Spin::Event, None);
         assert!(good.spin());
         drop(good);
-        assert_eq!(BUDGET.get(), MAX_BUDGET);
+        assert_eq!(budget(Spin::Event), MAX_BUDGET);
         for _ in 0..40 {
-            let mut failed = SpinWait::new();
+            let mut failed = SpinWait::new(Spin::Event, None);
             while failed.spin() {}
         }
-        assert_eq!(BUDGET.get(), MIN_BUDGET);
+        assert_eq!(budget(Spin::Event), MIN_BUDGET);
+    }
+
+    #[test]
+    fn kinds_learn_apart() {
+        BUDGETS.with(|b| b.iter().for_each(|c| c.set(INITIAL_BUDGET)));
+        for _ in 0..40 {
+            let mut failed = SpinWait::new(Spin::Condition, None);
+            while failed.spin() {}
+        }
+        assert_eq!(budget(Spin::Condition), MIN_BUDGET);
+        assert_eq!(budget(Spin::Lock), INITIAL_BUDGET);
+    }
+
+    #[test]
+    fn a_passed_deadline_means_no_spin_and_no_lesson() {
+        BUDGETS.with(|b| b[Spin::Semaphore as usize].set(INITIAL_BUDGET));
+        let now = Deadline::after(Duration::ZERO);
+        let mut spin = SpinWait::new(Spin::Semaphore, Some(&now));
+        assert!(!spin.spin());
+        drop(spin);
+        assert_eq!(budget(Spin::Semaphore), INITIAL_BUDGET);
     }
 }

@@ -10,25 +10,37 @@
 //! 28      4   mutex_size      size_of::<pthread_mutex_t>()
 //! 32      4   object_size     size_of the raw object
 //! 36      4   object_align    align_of the raw object
-//! 40      8   type_hash       fingerprint of a user type (Mutex<T>), else 0
-//! 48      4   state           futex word: 0 uninitialised, 1 initialising, 2 ready
-//! 52      4   creator_pid     written first by the creator
-//! 56      8   reserved
-//! 64      -   the raw object (at OBJECT_OFFSET)
+//! 40      8   type_hash       fingerprint of user types (Mutex<T>, Queue<T>), else 0
+//! 48      4   state           0 uninitialised, 1 initialising, 2 ready
+//! 52      4   creator_pid     the creating process
+//! 56      4   libc            the C library the creator was built for (LIBC)
+//! 60      4   flags           EPHEMERAL: made by K::new(), removed by its creator
+//! 64      8   creator_start   the creator's start time (ticks since boot), so a
+//!                             recycled pid cannot pass for the creator
+//! 72     56   reserved        zero
+//! 128     -   the raw object (at OBJECT_OFFSET)
 //! ```
 //!
-//! The creator writes everything, then publishes `state = READY` with Release
-//! ordering; an opener reads `state` with Acquire before it trusts any other
-//! field, and then trusts only what `fstat` confirms.
+//! The creator writes everything under a temporary name, stores
+//! `state = READY` (Release) and only then renames the segment into place,
+//! so a segment under its real name is whole. An opener still reads `state`
+//! with Acquire before it trusts any other field, and then trusts only what
+//! `fstat` confirms.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Identifies a shmsync segment.
 pub const MAGIC: [u8; 8] = *b"SHMSYNC\0";
 /// Bumped whenever any header or raw object layout changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Where the object starts; also the largest alignment an object may need.
-pub const OBJECT_OFFSET: usize = 64;
+pub const OBJECT_OFFSET: usize = 128;
+/// The C library this build talks to, as four bytes: a musl and a glibc
+/// build place the mutex fields differently and must not share objects.
+pub const LIBC: u32 = u32::from_le_bytes(*b"gnu\0");
+/// `flags`: the object was made by `K::new()` and its creator removes it;
+/// once the creator is dead and nobody maps it, it is debris.
+pub const EPHEMERAL: u32 = 1;
 
 /// `state` values.
 pub const UNINIT: u32 = 0;
@@ -106,6 +118,12 @@ impl Kind {
         }
     }
 
+    /// Whether the kind's raw object starts with a robust lock (a
+    /// `pthread_mutex_t` at the object's first byte).
+    pub fn starts_with_lock(self) -> bool {
+        !matches!(self, Kind::Event | Kind::Semaphore | Kind::BoundedSemaphore)
+    }
+
     /// The name with an article, for messages.
     pub fn described(self) -> String {
         let name = self.name();
@@ -142,6 +160,8 @@ pub struct Fingerprint {
     pub object_align: u32,
     /// Fingerprint of a user type, or 0.
     pub type_hash: u64,
+    /// The C library.
+    pub libc: u32,
 }
 
 /// The segment header, as laid out in shared memory.
@@ -160,7 +180,11 @@ pub struct Header {
     pub state: AtomicU32,
     /// Written by the creator before it begins.
     pub creator_pid: AtomicU32,
-    pub reserved: u64,
+    pub libc: u32,
+    pub flags: u32,
+    /// The creator's start time, with `creator_pid` its identity.
+    pub creator_start: u64,
+    pub reserved: [u64; 7],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == OBJECT_OFFSET);
@@ -174,12 +198,18 @@ impl Header {
             object_size: self.object_size,
             object_align: self.object_align,
             type_hash: self.type_hash,
+            libc: self.libc,
         }
     }
 
     /// The creator's pid, if it has written it.
     pub fn creator(&self) -> Option<u32> {
         Some(self.creator_pid.load(Ordering::Relaxed)).filter(|&p| p != 0)
+    }
+
+    /// The creator's identity (pid and start time), if it has written it.
+    pub fn creator_identity(&self) -> Option<crate::sys::proc::Identity> {
+        self.creator().map(|id| crate::sys::proc::Identity { id, start: self.creator_start })
     }
 }
 
@@ -209,5 +239,8 @@ mod tests {
         assert_eq!(std::mem::offset_of!(Header, state), 48);
         assert_eq!(std::mem::offset_of!(Header, creator_pid), 52);
         assert_eq!(std::mem::offset_of!(Header, type_hash), 40);
+        assert_eq!(std::mem::offset_of!(Header, libc), 56);
+        assert_eq!(std::mem::offset_of!(Header, flags), 60);
+        assert_eq!(std::mem::offset_of!(Header, creator_start), 64);
     }
 }

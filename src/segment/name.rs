@@ -47,6 +47,18 @@ pub fn generate() -> String {
     format!("shmsync.{}.{nanos:08x}.{n}", std::process::id())
 }
 
+/// The prefix of the names segments are built under before they are renamed
+/// into place (see `create`). A file with this prefix whose creator is dead
+/// is debris from a creator killed mid-create; `gc` removes it.
+pub const TEMP_PREFIX: &str = ".shmsync-init.";
+
+/// A fresh name to build a segment under: the prefix, this pid and a counter.
+pub fn temp() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{TEMP_PREFIX}{}.{n}", std::process::id())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +70,7 @@ mod tests {
         assert_eq!(validate("a.b-c_D9").unwrap(), "a.b-c_D9");
         assert_eq!(validate(&"x".repeat(200)).unwrap().len(), 200);
         assert!(validate(&generate()).is_ok());
+        assert!(validate(&temp()).is_ok());
     }
 
     #[test]

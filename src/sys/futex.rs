@@ -52,9 +52,21 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<&Deadline>) -> boo
     }
 }
 
+thread_local! {
+    /// How many `FUTEX_WAKE` calls this thread has made: tests use it to
+    /// check that an operation with nobody waiting makes no syscall.
+    static WAKE_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The number of `FUTEX_WAKE` calls the calling thread has made so far.
+pub fn wake_calls() -> u64 {
+    WAKE_CALLS.get()
+}
+
 /// Wakes at most `count` threads sleeping on `word`, in any process. Returns how
 /// many were woken.
 pub fn wake(word: &AtomicU32, count: u32) -> u32 {
+    WAKE_CALLS.set(WAKE_CALLS.get() + 1);
     let count = i32::try_from(count).unwrap_or(i32::MAX);
     // SAFETY: `word` is a live reference to an aligned AtomicU32 inside a mapping
     // the caller keeps alive. FUTEX_WAKE only reads the address to find the

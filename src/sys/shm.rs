@@ -1,16 +1,21 @@
-//! POSIX shared memory objects: `shm_open`, `fstat`, `posix_fallocate`,
-//! `fchmod`, `shm_unlink`, and mapping through memmap2.
+//! POSIX shared memory objects: `shm_open`, `fstat`, `ftruncate`,
+//! `posix_fallocate`, `fchmod`, `shm_unlink`, and mapping through memmap2.
 //!
 //! Names passed here are already validated by the segment layer (no `/`, no
-//! NUL); this module adds the leading `/` that `shm_open` wants.
+//! NUL); this module adds the leading `/` that `shm_open` wants. glibc keeps
+//! these objects as files in `/dev/shm`, which is where [`DIR`] points.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
+
+/// The directory glibc's `shm_open` keeps its objects in.
+pub const DIR: &str = "/dev/shm";
 
 fn path(name: &str) -> String {
     format!("/{name}")
@@ -22,17 +27,19 @@ fn path(name: &str) -> String {
 pub enum CreateError {
     /// `shm_open(O_CREAT | O_EXCL)` failed.
     Open(Errno),
-    /// The object was created but could not be given its size or mode; it has
-    /// been unlinked again.
-    Setup(Errno),
+    /// `fchmod` failed; the object has been unlinked again.
+    Chmod(Errno),
+    /// `ftruncate` failed; the object has been unlinked again.
+    Size(Errno),
 }
 
-/// Creates a new shared memory object of exactly `len` bytes, with permission
-/// bits `mode` (not masked by the umask). Fails with `EEXIST` if the name is
-/// taken.
+/// Creates a new shared memory object of `len` bytes (not yet allocated:
+/// see [`allocate`]), with permission bits `mode` set exactly (not masked by
+/// the umask). Fails with `EEXIST` if the name is taken.
 ///
-/// The space is reserved with `posix_fallocate`, so a full `/dev/shm` fails
-/// here with `ENOSPC` rather than with `SIGBUS` on first touch.
+/// The size is set at once, so an opener can map and read the header while
+/// the creator allocates the rest; nothing but the first page is touched
+/// before [`allocate`] succeeds.
 pub fn create(name: &str, mode: u32, len: usize) -> Result<File, CreateError> {
     let path = path(name);
     let fd = nix::sys::mman::shm_open(
@@ -41,18 +48,29 @@ pub fn create(name: &str, mode: u32, len: usize) -> Result<File, CreateError> {
         Mode::from_bits_truncate(mode),
     )
     .map_err(CreateError::Open)?;
-    let setup = || -> Result<(), Errno> {
-        // The umask narrowed the mode given to shm_open; set it exactly.
-        nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode))?;
-        let len = libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
-        nix::fcntl::posix_fallocate(&fd, 0, len)
-    };
-    if let Err(e) = setup() {
+    let undo = |e| {
         // Leave no half-made object behind under a name someone may wait on.
         let _ = nix::sys::mman::shm_unlink(path.as_str());
-        return Err(CreateError::Setup(e));
-    }
+        e
+    };
+    // The umask narrowed the mode given to shm_open; set it exactly.
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| undo(CreateError::Chmod(e)))?;
+    let size = libc::off_t::try_from(len).map_err(|_| undo(CreateError::Size(Errno::EFBIG)))?;
+    nix::unistd::ftruncate(&fd, size).map_err(|e| undo(CreateError::Size(e)))?;
     Ok(File::from(fd))
+}
+
+/// Reserves the object's first `len` bytes with `posix_fallocate`, so a full
+/// `/dev/shm` fails here with `ENOSPC` rather than with `SIGBUS` on first
+/// touch. Retried on `EINTR`, which a large allocation can get.
+pub fn allocate(file: &File, len: usize) -> Result<(), Errno> {
+    let len = libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
+    loop {
+        match nix::fcntl::posix_fallocate(file.as_fd(), 0, len) {
+            Err(Errno::EINTR) => continue,
+            done => return done,
+        }
+    }
 }
 
 /// Opens an existing shared memory object for reading and writing.
@@ -61,10 +79,59 @@ pub fn open(name: &str) -> Result<File, Errno> {
     Ok(File::from(fd))
 }
 
-/// The object's current size in bytes, as the kernel reports it.
-pub fn size(file: &File) -> std::io::Result<u64> {
+/// What `fstat` says about an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Bytes of storage allocated to it (`st_blocks` × 512).
+    pub allocated: u64,
+    /// The owner's uid.
+    pub uid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Device and inode: the object's identity, whatever its name.
+    pub dev: u64,
+    /// See `dev`.
+    pub ino: u64,
+}
+
+impl Stat {
+    fn of(meta: &std::fs::Metadata) -> Stat {
+        Stat {
+            size: meta.len(),
+            allocated: meta.blocks().saturating_mul(512),
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// `fstat` of an open object.
+pub fn stat(file: &File) -> std::io::Result<Stat> {
     // std's metadata() is fstat(2) on the descriptor.
-    Ok(file.metadata()?.len())
+    Ok(Stat::of(&file.metadata()?))
+}
+
+/// `stat` of the object called `name`, without opening it (no permission on
+/// the object itself is needed).
+pub fn stat_name(name: &str) -> std::io::Result<Stat> {
+    Ok(Stat::of(&std::fs::metadata(format!("{DIR}/{name}"))?))
+}
+
+/// The caller's effective uid.
+pub fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Renames object `from` to `to`, atomically, failing with `EEXIST` rather
+/// than replacing an object already called `to`.
+pub fn rename_no_replace(from: &str, to: &str) -> Result<(), Errno> {
+    let (from, to) = (format!("{DIR}/{from}"), format!("{DIR}/{to}"));
+    let cwd = nix::fcntl::AT_FDCWD;
+    nix::fcntl::renameat2(cwd, from.as_str(), cwd, to.as_str(), nix::fcntl::RenameFlags::RENAME_NOREPLACE)
 }
 
 /// Removes the name. Mappings that are open keep working.
@@ -74,7 +141,7 @@ pub fn unlink(name: &str) -> Result<(), Errno> {
 
 /// Maps the first `len` bytes of `file` shared and read-write.
 ///
-/// The caller must not map more than [`size`] reported: touching a page past
+/// The caller must not map more than [`stat`] reported: touching a page past
 /// the end of the object raises `SIGBUS`.
 pub fn map(file: &File, len: usize) -> std::io::Result<MmapRaw> {
     MmapOptions::new().len(len).map_raw(file)

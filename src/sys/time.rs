@@ -65,6 +65,15 @@ impl Deadline {
     pub fn has_passed(&self) -> bool {
         self.remaining().is_zero()
     }
+
+    /// The earlier of two deadlines.
+    pub fn earlier<'a>(&'a self, other: &'a Deadline) -> &'a Deadline {
+        if (self.ts.tv_sec, self.ts.tv_nsec) <= (other.ts.tv_sec, other.ts.tv_nsec) {
+            self
+        } else {
+            other
+        }
+    }
 }
 
 #[cfg(test)]
@@ -76,6 +85,13 @@ mod tests {
         let d = Deadline::after(Duration::MAX);
         assert!(!d.has_passed());
         assert!(d.as_timespec().tv_nsec < NANOS_PER_SEC);
+    }
+
+    #[test]
+    fn earlier_picks_the_first() {
+        let (a, b) = (Deadline::after(Duration::from_secs(1)), Deadline::after(Duration::from_secs(9)));
+        assert!(std::ptr::eq(a.earlier(&b), &a));
+        assert!(std::ptr::eq(b.earlier(&a), &a));
     }
 
     #[test]
