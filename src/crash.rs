@@ -14,10 +14,10 @@
 
 /// Marks a crash point named `$name` (a string literal listed in [`POINTS`]).
 macro_rules! crash_point {
-    ($name:literal) => {
+    ($name:literal) => {{
         #[cfg(feature = "failpoints")]
         $crate::crash::hit($name);
-    };
+    }};
 }
 
 /// Evaluates the `fail` point `name`: whatever action a test configured for

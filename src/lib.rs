@@ -77,4 +77,9 @@ pub mod __private {
     /// The `fail` crate, to configure crash points from tests.
     #[cfg(feature = "failpoints")]
     pub use fail;
+    /// Sets the re-check slice of this process's waiters (tests only).
+    #[cfg(feature = "failpoints")]
+    pub fn set_recheck_for_tests(slice: std::time::Duration) {
+        crate::raw::set_recheck_for_tests(slice)
+    }
 }

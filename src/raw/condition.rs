@@ -10,7 +10,8 @@
 //! | `slots`   | one per waiter: its futex word `state`, its ticket, and who it is (tid and start time) |
 //!
 //! A slot's `state` is FREE, WAITING (registered, spinning), SLEEPING (in
-//! the kernel, or about to be) or NOTIFIED.
+//! the kernel, or about to be), WAKING (notified while asleep; the notifier's
+//! `FUTEX_WAKE` may not have happened yet) or NOTIFIED.
 //!
 //! Why not `pthread_cond_t`: with glibc 2.36, a process-shared condvar stops
 //! waking anyone, and `pthread_cond_broadcast` blocks forever, once one
@@ -29,14 +30,16 @@
 //!
 //! A notifier reads `claimed` (and the overflow SLEEPERS bit): nothing there
 //! means no waiter and no syscall; a notify is never banked. Otherwise it
-//! picks the oldest WAITING or SLEEPING slots, up to `n`, moving each to
-//! NOTIFIED with a compare-exchange, and calls `FUTEX_WAKE` only for those
-//! that were SLEEPING. The notified are exactly the chosen, oldest first,
-//! whatever their scheduling priorities. The notifier never waits for them.
+//! picks the oldest WAITING or SLEEPING slots, up to `n`, moving each with a
+//! compare-exchange: WAITING → NOTIFIED (the spinner will see it), or
+//! SLEEPING → WAKING, then `FUTEX_WAKE`, then WAKING → NOTIFIED. The
+//! notified are exactly the chosen, oldest first, whatever their scheduling
+//! priorities. The notifier never waits for them.
 //!
 //! Crash safety:
-//! - a notifier killed between NOTIFIED and its wake: the waiter sees
-//!   NOTIFIED at its next re-check slice (`sleep::RECHECK`);
+//! - a notifier killed between WAKING and its wake: the next notify from any
+//!   process finishes the wake of every WAKING slot first, and the waiter
+//!   also sees WAKING at its next re-check slice (`sleep::RECHECK`);
 //! - a waiter killed asleep: the first notify that picks its slot wakes
 //!   nobody, finds its thread gone, reclaims the slot and notifies the next
 //!   waiter instead; after that, notifies with nobody waiting make no
@@ -74,6 +77,12 @@ const FREE: u32 = 0;
 const WAITING: u32 = 1;
 const SLEEPING: u32 = 2;
 const NOTIFIED: u32 = 3;
+const WAKING: u32 = 4;
+
+/// Whether a slot in `state` has been notified (woken or not).
+fn is_notified(state: u32) -> bool {
+    state == NOTIFIED || state == WAKING
+}
 
 /// `overflow`: someone may sleep on it.
 const OVERFLOW_SLEEPERS: u32 = 1;
@@ -139,8 +148,8 @@ impl RawCondition {
     /// On open: whether the fields are a condition `init` could have made.
     pub(crate) fn check(&self) -> Result<(), String> {
         self.lock.check()?;
-        match self.slots.iter().map(|s| s.state.load(Ordering::Relaxed)).find(|&st| st > NOTIFIED) {
-            Some(st) => Err(format!("a waiter slot's state is {st}, not 0 to 3")),
+        match self.slots.iter().map(|s| s.state.load(Ordering::Relaxed)).find(|&st| st > WAKING) {
+            Some(st) => Err(format!("a waiter slot's state is {st}, not 0 to 4")),
             None => Ok(()),
         }
     }
@@ -227,7 +236,7 @@ impl RawCondition {
         let mut spin = SpinWait::new(Spin::Condition, deadline);
         let timed_out = loop {
             match slot.state.load(Ordering::Acquire) {
-                NOTIFIED => break false,
+                NOTIFIED | WAKING => break false,
                 WAITING if spin.spin() => {}
                 WAITING => {
                     let _ = slot.state.compare_exchange(WAITING, SLEEPING, Ordering::Relaxed, Ordering::Relaxed);
@@ -288,9 +297,10 @@ impl RawCondition {
         let mask = self.claimed.load(Ordering::Acquire) & !(1 << mine);
         for j in bits(mask) {
             let slot = &self.slots[j];
-            if slot.state.load(Ordering::Acquire) == NOTIFIED
+            let st = slot.state.load(Ordering::Acquire);
+            if is_notified(st)
                 && !slot.owner().is_alive()
-                && slot.state.compare_exchange(NOTIFIED, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                && slot.state.compare_exchange(st, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
                 self.claimed.fetch_and(!(1 << j), Ordering::Release);
                 self.notify_slow(1);
@@ -309,7 +319,7 @@ impl RawCondition {
                 && slot.state.compare_exchange(st, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
                 self.claimed.fetch_and(!(1 << j), Ordering::Release);
-                if st == NOTIFIED {
+                if is_notified(st) {
                     self.notify_slow(1);
                 }
             }
@@ -346,26 +356,51 @@ impl RawCondition {
 
     #[cold]
     fn notify_slow(&self, n: usize) {
+        self.finish_wakes();
         let mut delivered = 0;
         while delivered < n {
             let Some((i, state)) = self.oldest_waiting() else { break };
             let slot = &self.slots[i];
-            if slot.state.compare_exchange(state, NOTIFIED, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            let next = if state == SLEEPING { WAKING } else { NOTIFIED };
+            if slot.state.compare_exchange(state, next, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                 continue; // it timed out, fell asleep or was notified: look again
             }
-            crash_point!("condition.notify.published");
-            if state == SLEEPING && futex::wake(&slot.state, 1) == 0 && !slot.owner().is_alive() {
-                // Asleep in a dead thread: take the slot back, and the
+            if next == WAKING && !self.wake_slot(i) {
+                // Asleep in a dead thread: the slot is taken back, and the
                 // notification goes to the next waiter.
-                if slot.state.compare_exchange(NOTIFIED, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                    self.claimed.fetch_and(!(1 << i), Ordering::Release);
-                }
                 continue;
             }
             delivered += 1;
         }
         if delivered < n {
             self.wake_overflow();
+        }
+    }
+
+    /// Wakes slot `i`, which this thread moved to WAKING, then marks it
+    /// NOTIFIED. Returns `false` if its thread is dead (the slot is freed).
+    fn wake_slot(&self, i: usize) -> bool {
+        let slot = &self.slots[i];
+        crash_point!("condition.notify.published");
+        if futex::wake(&slot.state, 1) == 0 && !slot.owner().is_alive() {
+            if slot.state.compare_exchange(WAKING, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                self.claimed.fetch_and(!(1 << i), Ordering::Release);
+            }
+            return false;
+        }
+        // Fails harmlessly if the waiter already consumed it.
+        let _ = slot.state.compare_exchange(WAKING, NOTIFIED, Ordering::AcqRel, Ordering::Relaxed);
+        true
+    }
+
+    /// Issues the wakes that notifiers killed between WAKING and their
+    /// `FUTEX_WAKE` never made (or that one still running is about to
+    /// make: a second wake is harmless).
+    fn finish_wakes(&self) {
+        for i in bits(self.claimed.load(Ordering::Acquire)) {
+            if self.slots[i].state.load(Ordering::Acquire) == WAKING {
+                self.wake_slot(i);
+            }
         }
     }
 

@@ -245,10 +245,9 @@ impl Robust {
             slept = true;
             match sleep::sleep(word, seen | pthread::WAITERS, deadline) {
                 Woke::Deadline => return self.try_lock(kind),
-                Woke::Signalled => {}
+                Woke::Signalled => crash_point!("lock.contended.woken"),
                 Woke::Recheck => self.recover_if_owner_gone(word),
             }
-            crash_point!("lock.contended.woken");
         }
     }
 

@@ -33,6 +33,8 @@ pub use event::RawEvent;
 pub(crate) use lock::Robust;
 pub use lock::{Locked, RawLock, RawRLock};
 pub use semaphore::{AtMaximum, RawSemaphore, MAX_VALUE};
+#[cfg(feature = "failpoints")]
+pub(crate) use sleep::set_recheck_for_tests;
 pub use sleep::RECHECK;
 
 /// The crash points of the raw primitives (see [`crate::crash`]).

@@ -168,10 +168,11 @@ impl RawSemaphore {
                 continue;
             }
             slept = true;
-            if sleep::sleep(&self.value, v | SLEEPERS, deadline) == Woke::Deadline {
-                return self.try_acquire();
+            match sleep::sleep(&self.value, v | SLEEPERS, deadline) {
+                Woke::Deadline => return self.try_acquire(),
+                Woke::Signalled => crash_point!("semaphore.acquire.woken"),
+                Woke::Recheck => {}
             }
-            crash_point!("semaphore.acquire.woken");
         }
     }
 

@@ -33,10 +33,33 @@ pub(crate) enum Woke {
     Deadline,
 }
 
+/// A test's override of [`RECHECK`], in milliseconds (0: none). Only in
+/// `failpoints` builds, so the crash-point suite can show which recoveries
+/// do not depend on the slices.
+#[cfg(feature = "failpoints")]
+static RECHECK_OVERRIDE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the slice this process's waiters sleep in (tests only).
+#[cfg(feature = "failpoints")]
+pub fn set_recheck_for_tests(slice: Duration) {
+    RECHECK_OVERRIDE_MS.store(slice.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn recheck() -> Duration {
+    #[cfg(feature = "failpoints")]
+    {
+        let ms = RECHECK_OVERRIDE_MS.load(std::sync::atomic::Ordering::Relaxed);
+        if ms != 0 {
+            return Duration::from_millis(ms);
+        }
+    }
+    RECHECK
+}
+
 /// Sleeps while `*word == expected`, for at most one slice and never past
 /// `deadline`.
 pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Option<&Deadline>) -> Woke {
-    let slice = Deadline::after(RECHECK);
+    let slice = Deadline::after(recheck());
     let until = deadline.map_or(&slice, |d| d.earlier(&slice));
     if futex::wait(word, expected, Some(until)) {
         Woke::Signalled

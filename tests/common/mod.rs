@@ -223,6 +223,15 @@ pub fn await_value(flag: &AtomicU32, value: u32, what: &str) {
     }
 }
 
+/// Polls `cond` until it holds, or panics at the deadline.
+pub fn await_true(mut cond: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// Unique segment names for one test, and a leak check: on drop it fails the
 /// test if any segment with its prefix is left in /dev/shm (and removes it).
 pub struct Names {
@@ -295,6 +304,35 @@ pub fn die_at(name: &'static str) {
     })
     .expect("configure crash point");
 }
+
+/// The temporary files (`.shmsync-init.<pid>.*`) that a creator killed
+/// mid-create left in /dev/shm; removes them, and returns their names.
+pub fn remove_init_debris(pid: u32) -> Vec<String> {
+    let prefix = format!(".shmsync-init.{pid}.");
+    let names: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &names {
+        let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+    }
+    names
+}
+
+/// Writes `bytes` at `offset` of segment `name`'s file, as a buggy or
+/// hostile peer could.
+pub fn scribble(name: &str, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/{name}")).expect("open segment file");
+    file.write_all_at(bytes, offset).expect("write segment file");
+}
+
+/// Where a segment's object starts (the header's size).
+pub const OBJECT_OFFSET: u64 = 128;
 
 /// Every crash point the crate declares.
 pub fn crash_points() -> Vec<&'static str> {
