@@ -171,3 +171,39 @@ fn threads_meet_too() {
     assert_eq!(leaders.load(Ordering::SeqCst), 50);
     assert_eq!(b.parties(), 4);
 }
+
+/// A generation's end with nobody asleep makes no syscall, also after
+/// sleepers were killed.
+#[test]
+fn regression_sleepers_killed_asleep_cost_later_generations_no_syscall() {
+    let _s = common::serial();
+    let barrier = Barrier::new(3).unwrap();
+    let victims: Vec<common::Child> =
+        (0..2).map(|_| common::fork(|| i32::from(barrier.wait_timeout(common::DEADLINE).is_err()))).collect();
+    common::await_futex_sleep(&victims.iter().map(common::Child::pid).collect::<Vec<_>>());
+    common::kill_all(victims);
+    // The dead still count as arrived: this wait ends their generation.
+    assert!(barrier.wait_timeout(common::DEADLINE).unwrap().is_leader());
+    let solo = Barrier::new(1).unwrap();
+    assert_eq!(common::futex_wakes_in_child(|| (0..20).for_each(|_| assert!(solo.wait().unwrap().is_leader()))), 0);
+    assert!(common::futex_wakes_in_child(|| barrier.reset()) <= 1);
+}
+
+/// A barrier body with no parties, or more arrivals than parties, is
+/// corrupt at open; a wait on one corrupted later is `Corrupt`, and
+/// `reset` repairs it.
+#[test]
+fn regression_a_barrier_with_impossible_counts_is_corrupt_not_wedged() {
+    let _s = common::serial();
+    let barrier = Barrier::new(3).unwrap();
+    // RawBarrier: lock 48, state 4, seq 4, gen 8, broken_count 8, broken 256, parties 4.
+    let parties_at = common::OBJECT_OFFSET + 48 + 4 + 4 + 8 + 8 + 256;
+    common::scribble(barrier.name(), parties_at, &0u32.to_ne_bytes());
+    assert!(matches!(Barrier::open(barrier.name()), Err(shmsync::Error::Corrupt { .. })));
+    common::scribble(barrier.name(), parties_at, &3u32.to_ne_bytes());
+    common::scribble(barrier.name(), common::OBJECT_OFFSET + 48, &(7u32 << 1).to_ne_bytes()); // 7 arrived
+    assert!(matches!(Barrier::open(barrier.name()), Err(shmsync::Error::Corrupt { .. })));
+    assert!(matches!(barrier.wait_timeout(Duration::from_millis(10)), Err(shmsync::Error::Corrupt { .. })));
+    barrier.reset();
+    assert!(Barrier::open(barrier.name()).is_ok());
+}

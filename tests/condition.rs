@@ -186,3 +186,71 @@ fn threads_in_one_process_use_it_too() {
         cond.notify_all();
     });
 }
+
+/// A guard taken through a second handle to the same Condition is its
+/// guard: both handles share one mapping, so the check that refuses
+/// another Condition's guard used to refuse it too.
+#[test]
+fn regression_a_guard_from_another_handle_to_the_same_condition_is_accepted() {
+    let _s = serial();
+    let a = Condition::new().unwrap();
+    let b = Condition::open(a.name()).unwrap();
+    let g = a.lock().unwrap();
+    let (g, res) = b.wait_timeout(g, Duration::from_millis(5)).unwrap();
+    assert!(res.timed_out());
+    drop(g);
+}
+
+/// `FUTEX_WAKE` picks the highest-priority sleeper, so a newer real-time
+/// waiter used to absorb a `notify_one` meant for an older one. Notifies go
+/// to the oldest waiter, whatever the priorities.
+#[test]
+fn regression_notify_one_goes_to_the_oldest_waiter_not_the_highest_priority() {
+    let _s = serial();
+    let cond = Condition::new().unwrap();
+    let state = Shared::<State>::new();
+    let oldest = fork(|| {
+        let g = cond.lock().unwrap();
+        let (_g, res) = cond.wait_timeout(g, DEADLINE).unwrap();
+        state.woken.store(1, Ordering::SeqCst);
+        i32::from(res.timed_out())
+    });
+    until_asleep(std::slice::from_ref(&oldest));
+    let newest = fork(|| {
+        let param = libc::sched_param { sched_priority: 10 };
+        // SAFETY: sets this (forked, single-threaded) process's own policy.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            return 2; // not permitted here: the order still holds, just untested
+        }
+        let g = cond.lock().unwrap();
+        let (_g, res) = cond.wait_timeout(g, DEADLINE).unwrap();
+        state.woken.store(2, Ordering::SeqCst);
+        i32::from(res.timed_out())
+    });
+    until_asleep(std::slice::from_ref(&newest));
+    cond.notify_one();
+    oldest.expect_success();
+    assert_eq!(state.woken.load(Ordering::SeqCst), 1, "the real-time waiter took the notify");
+    cond.notify_one();
+    let mut newest = newest;
+    match newest.wait() {
+        common::End::Exited(0 | 2) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A waiter killed in its sleep used to leave a count that made every later
+/// notify pay a `FUTEX_WAKE`.
+#[test]
+fn regression_waiters_killed_asleep_cost_later_notifies_no_syscall() {
+    let _s = serial();
+    let cond = Condition::new().unwrap();
+    let state = Shared::<State>::new();
+    let victims: Vec<Child> = (0..3).map(|_| fork(one_shot_waiter(&cond, &state))).collect();
+    until_asleep(&victims);
+    common::kill_all(victims);
+    // The first notify finds the dead (and reclaims their slots); after
+    // that, a notify with nobody waiting makes no syscall.
+    cond.notify_all();
+    assert_eq!(common::futex_wakes_in_child(|| (0..20).for_each(|_| cond.notify_one())), 0);
+}

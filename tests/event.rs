@@ -113,3 +113,24 @@ fn threads_and_processes_share_one_event() {
     });
     child.expect_success();
 }
+
+/// A waiter killed in its sleep leaves the waiters bit set: the next set
+/// pays one `FUTEX_WAKE` and clears it, and later sets pay nothing.
+#[test]
+fn regression_waiters_killed_asleep_cost_later_sets_no_syscall() {
+    let _s = common::serial();
+    let ev = Event::new().unwrap();
+    let victims: Vec<common::Child> =
+        (0..3).map(|_| common::fork(|| i32::from(!ev.wait_timeout(common::DEADLINE)))).collect();
+    common::await_futex_sleep(&victims.iter().map(common::Child::pid).collect::<Vec<_>>());
+    common::kill_all(victims);
+    assert!(common::futex_wakes_in_child(|| ev.set()) <= 1);
+    ev.clear();
+    assert_eq!(
+        common::futex_wakes_in_child(|| (0..20).for_each(|_| {
+            ev.set();
+            ev.clear();
+        })),
+        0
+    );
+}

@@ -273,3 +273,138 @@ fn threads_share_a_handle() {
     });
     assert_eq!(counter.value, 20_000);
 }
+
+/// The robust list glibc keeps for each thread links held mutexes by
+/// address: two handles mapping one RLock at two addresses left it pointing
+/// into an unmapped page once one handle was dropped.
+#[test]
+fn regression_nested_rlock_through_two_handles_survives_dropping_one() {
+    let _s = serial();
+    let names = Names::new("rlock_two_handles");
+    let name = names.get("r");
+    let other = Lock::builder(&names.get("other")).unlink_on_drop(true).create().unwrap();
+    let holding = Shared::<AtomicU32>::new();
+    let mut child = fork(|| {
+        let a = RLock::create(&name).unwrap();
+        let b = RLock::open(&name).unwrap();
+        assert_eq!(a.name(), b.name());
+        let ga = a.lock().unwrap();
+        let gb = b.lock().unwrap();
+        drop(ga);
+        drop(a);
+        // Any later lock walks the robust list: it faulted here before.
+        drop(other.lock().unwrap());
+        holding.store(1, Ordering::Release);
+        std::thread::sleep(DEADLINE); // killed while still holding through `b`
+        drop(gb);
+        0
+    });
+    await_value(&holding, 1, "the child to hold the rlock through its second handle");
+    child.kill();
+    // The kernel's walk of the dead thread's robust list reached the RLock.
+    let r = RLock::open(&name).unwrap();
+    assert!(matches!(r.try_lock_for(Duration::from_secs(2)), Err(TryLockError::Poisoned(_))));
+    shmsync::unlink(&name).unwrap();
+}
+
+/// A guard forgotten with `mem::forget` keeps its lock held; dropping the
+/// last handle must not unmap the memory glibc's robust list points into.
+#[test]
+fn regression_a_forgotten_guard_keeps_its_mapping_and_its_death_poisons() {
+    let _s = serial();
+    let names = Names::new("forgotten");
+    let lock = Lock::builder(&names.get("l")).unlink_on_drop(true).create().unwrap();
+    let other = Lock::builder(&names.get("other")).unlink_on_drop(true).create().unwrap();
+    let name = lock.name().to_string();
+    let holding = Shared::<AtomicU32>::new();
+    let mut child = fork(|| {
+        let mine = Lock::open(&name).unwrap();
+        std::mem::forget(mine.lock().unwrap());
+        drop(mine);
+        drop(other.lock().unwrap());
+        // Opening it again finds the kept mapping, held by this thread.
+        let again = Lock::open(&name).unwrap();
+        assert!(again.is_locked());
+        holding.store(1, Ordering::Release);
+        std::thread::sleep(DEADLINE);
+        0
+    });
+    await_value(&holding, 1, "the child to forget its guard");
+    child.kill();
+    assert!(matches!(lock.try_lock_for(Duration::from_secs(2)), Err(TryLockError::Poisoned(_))));
+}
+
+/// A lock word that names a thread that no longer exists (the kernel missed
+/// its death, or a peer forged the word) used to hang every locker.
+#[test]
+fn regression_a_lock_word_naming_a_dead_thread_is_recovered_poisoned() {
+    let _s = serial();
+    let names = Names::new("forged_owner");
+    let lock = Lock::builder(&names.get("l")).unlink_on_drop(true).create().unwrap();
+    let word = common::dead_tid() | 0x8000_0000; // FUTEX_WAITERS
+    common::scribble(lock.name(), common::OBJECT_OFFSET, &word.to_ne_bytes());
+    assert!(lock.is_locked());
+    assert!(matches!(lock.try_lock_for(Duration::from_secs(2)), Err(TryLockError::Poisoned(_))));
+    lock.clear_poison();
+    assert!(lock.try_lock().is_ok());
+}
+
+/// glibc's unlock clears the word and wakes one sleeper; when that wake is
+/// lost (the woken waiter was killed, and a spinner took the lock without
+/// re-marking the word), the other sleepers slept forever on a free lock.
+/// Here the word is freed behind a sleeper's back, wake and all.
+#[test]
+fn regression_a_sleeper_whose_wake_was_lost_takes_the_free_lock() {
+    let _s = serial();
+    let names = Names::new("lost_wake");
+    let lock = Lock::builder(&names.get("l")).unlink_on_drop(true).create().unwrap();
+    let name = lock.name().to_string();
+    let holding = Shared::<AtomicU32>::new();
+    let mut holder = fork(|| {
+        let lock = Lock::open(&name).unwrap();
+        std::mem::forget(lock.lock().unwrap());
+        holding.store(1, Ordering::Release);
+        std::thread::sleep(DEADLINE);
+        0
+    });
+    await_value(&holding, 1, "the holder");
+    let waiter = fork(|| {
+        let lock = Lock::open(&name).unwrap();
+        let ok = lock.try_lock_for(DEADLINE).is_ok();
+        i32::from(!ok)
+    });
+    common::await_futex_sleep(&[waiter.pid()]);
+    // Free the word as an unlock whose wake went to a dead process would.
+    common::scribble(&name, common::OBJECT_OFFSET, &0u32.to_ne_bytes());
+    holder.kill(); // the kernel finds a word that is no longer its own
+    let mut waiter = waiter;
+    assert_eq!(waiter.wait_for(Duration::from_secs(2)), End::Exited(0));
+}
+
+/// A mutex a foreign process left `ENOTRECOVERABLE` (owner died, unlocked
+/// without being made consistent) used to reach an internal panic.
+#[test]
+fn regression_an_unrecoverable_mutex_is_recovered_poisoned() {
+    let _s = serial();
+    let names = Names::new("notrecoverable");
+    let lock = Lock::builder(&names.get("l")).unlink_on_drop(true).create().unwrap();
+    // __owner = PTHREAD_MUTEX_NOTRECOVERABLE, lock word free.
+    common::scribble(lock.name(), common::OBJECT_OFFSET + 8, &0x7fff_fffeu32.to_ne_bytes());
+    assert!(matches!(lock.try_lock_for(Duration::from_secs(2)), Err(TryLockError::Poisoned(_))));
+    lock.clear_poison();
+    drop(lock.lock().unwrap());
+}
+
+/// Corrupt mutex bytes gave glibc EINVAL ("unexpected code 22" panics) or
+/// assertion aborts: a mutex of the wrong kind is refused at open, and one
+/// changed under an open handle is restored and reported poisoned.
+#[test]
+fn regression_a_mutex_of_the_wrong_kind_is_corrupt_at_open_and_repaired_in_use() {
+    let _s = serial();
+    let names = Names::new("badkind");
+    let lock = Lock::builder(&names.get("l")).unlink_on_drop(true).create().unwrap();
+    common::scribble(lock.name(), common::OBJECT_OFFSET + 16, &12345u32.to_ne_bytes()); // __kind
+    assert!(matches!(Lock::open(lock.name()), Err(shmsync::Error::Corrupt { .. })));
+    assert!(matches!(lock.try_lock_for(Duration::from_secs(2)), Err(TryLockError::Poisoned(_))));
+    assert!(Lock::open(lock.name()).is_ok());
+}

@@ -279,3 +279,164 @@ fn a_full_dev_shm_fails_at_create_never_with_sigbus() {
         other => panic!("full /dev/shm: {other:?}"),
     }
 }
+
+/// `unlink_on_drop` removed the name even after it had been unlinked and
+/// re-created by someone else, deleting the new object's name.
+#[test]
+fn regression_unlink_on_drop_spares_a_new_object_under_the_same_name() {
+    let _s = serial();
+    let names = Names::new("reborn");
+    let name = names.get("x");
+    let first = Lock::builder(&name).unlink_on_drop(true).create().unwrap();
+    shmsync::unlink(&name).unwrap();
+    let second = Lock::create(&name).unwrap();
+    drop(first);
+    assert!(Lock::open(&name).is_ok(), "dropping the first handle removed the second object's name");
+    drop(second);
+    shmsync::unlink(&name).unwrap();
+}
+
+/// Runs `f` in a child as the unprivileged user 'nobody' (65534); `None` if
+/// this process may not switch users.
+fn as_nobody(f: impl FnOnce() -> i32) -> Option<common::End> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let mut child = fork(|| {
+        if nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).is_err()
+            || nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).is_err()
+        {
+            return 99;
+        }
+        f()
+    });
+    Some(child.wait())
+}
+
+/// Another user could pre-create a valid-looking object under a victim's
+/// name (mode 0o666) and the victim's open_or_create took it: a squatter
+/// could then hold its lock forever or feed it forged state.
+#[test]
+fn regression_a_segment_owned_by_another_user_is_refused_unless_invited() {
+    let _s = serial();
+    let names = Names::new("squat");
+    let name = names.get("x");
+    let made = as_nobody(|| match Lock::builder(&name).mode(0o666).create() {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    });
+    match made {
+        None => return eprintln!("skipped: needs root to act as another user"),
+        Some(end) => assert_eq!(end, common::End::Exited(0)),
+    }
+    match Lock::open_or_create(&name) {
+        Err(Error::ForeignOwner { uid: 65534, .. }) => {}
+        other => panic!("a squatter's segment was accepted: {other:?}"),
+    }
+    assert!(matches!(Lock::open(&name), Err(Error::ForeignOwner { .. })));
+    let invited = Lock::builder(&name).allow_owner(65534).open().unwrap();
+    assert_eq!(invited.owner_uid(), 65534);
+    assert!(Lock::builder(&name).any_owner().open().is_ok());
+    shmsync::unlink(&name).unwrap();
+}
+
+/// A build for another C library places the mutex fields differently; the
+/// fingerprint now says which C library made a segment.
+#[test]
+fn regression_a_segment_from_another_c_library_is_an_incompatible_layout() {
+    let _s = serial();
+    let names = Names::new("libc");
+    let lock = Lock::builder(&names.get("x")).unlink_on_drop(true).create().unwrap();
+    common::scribble(lock.name(), 56, b"musl");
+    assert!(matches!(Lock::open(lock.name()), Err(Error::IncompatibleLayout { .. })));
+}
+
+/// A sparse file opened fine, and the first touch of a missing page on a
+/// full /dev/shm killed the process with SIGBUS. Open now allocates what is
+/// missing, or fails with NoSpace.
+#[test]
+fn regression_a_sparse_segment_on_a_full_dev_shm_is_no_space_at_open() {
+    let _s = serial();
+    // A whole queue segment's header, to copy into a sparse file.
+    let queue = shmsync::Queue::<u64>::new(1 << 20).unwrap();
+    let mut first_page = vec![0u8; 4096];
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(format!("/dev/shm/{}", queue.name())).unwrap();
+        f.read_exact_at(&mut first_page, 0).unwrap();
+    }
+    let total = std::fs::metadata(format!("/dev/shm/{}", queue.name())).unwrap().len();
+    let mut child = fork(|| {
+        use nix::mount::{mount, MsFlags};
+        if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_err()
+            || mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).is_err()
+            || mount(Some("tmpfs"), "/dev/shm", Some("tmpfs"), MsFlags::empty(), Some("size=256k")).is_err()
+        {
+            return 2; // not permitted here
+        }
+        let f = std::fs::File::create("/dev/shm/sparse").unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&first_page, 0).unwrap();
+        f.set_len(total).unwrap();
+        drop(f);
+        match shmsync::Queue::<u64>::open("sparse") {
+            Err(Error::NoSpace { .. }) => 0,
+            Ok(q) => {
+                let _ = q.put(&1); // would raise SIGBUS on a missing page
+                3
+            }
+            Err(e) => {
+                eprintln!("unexpected: {e}");
+                4
+            }
+        }
+    });
+    match child.wait() {
+        common::End::Exited(0) => {}
+        common::End::Exited(2) => eprintln!("skipped: cannot make a mount namespace here (needs root)"),
+        other => panic!("sparse segment: {other:?}"),
+    }
+}
+
+/// The creator's umask narrowed the mode until its `fchmod`, and another
+/// user opening in that instant got PermissionDenied. Objects are now built
+/// under a temporary name with their final mode and renamed into place, so
+/// an opener sees NotFound, then the whole object.
+#[cfg(feature = "failpoints")]
+#[test]
+fn regression_another_user_never_meets_an_object_before_its_mode_is_set() {
+    let _s = serial();
+    let names = Names::new("umask");
+    let name = names.get("x");
+    let creator = fork(|| {
+        shmsync::__private::fail::cfg("segment.create.claimed", "sleep(400)").unwrap();
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        match Lock::builder(&name).mode(0o666).create() {
+            Ok(_) => 0,
+            Err(_) => 1,
+        }
+    });
+    let seen = as_nobody(|| {
+        let start = std::time::Instant::now();
+        loop {
+            match Lock::builder(&name).allow_owner(0).open() {
+                Ok(_) => return 0,
+                Err(Error::NotFound { .. }) if start.elapsed() < common::DEADLINE => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    return 1;
+                }
+            }
+        }
+    });
+    creator.expect_success();
+    if let Some(end) = seen {
+        assert_eq!(end, common::End::Exited(0));
+    }
+    shmsync::unlink(&name).unwrap();
+}

@@ -194,3 +194,31 @@ fn the_builder_sets_the_value_and_open_or_create_keeps_it() {
     assert_eq!(Semaphore::open_or_create(&name, 1).unwrap().value(), 5);
     assert!(matches!(BoundedSemaphore::open(&name), Err(Error::WrongKind { .. })));
 }
+
+/// A waiter killed in its sleep used to leave `waiters` one too high, so
+/// every later release paid a `FUTEX_WAKE`.
+#[test]
+fn regression_waiters_killed_asleep_cost_later_releases_no_syscall() {
+    let _s = common::serial();
+    let sem = Semaphore::new(0).unwrap();
+    let victims: Vec<common::Child> = (0..3)
+        .map(|_| common::fork(|| i32::from(sem.try_acquire_for(common::DEADLINE).map(|p| p.forget()).is_none())))
+        .collect();
+    common::await_futex_sleep(&victims.iter().map(common::Child::pid).collect::<Vec<_>>());
+    common::kill_all(victims);
+    assert!(common::futex_wakes_in_child(|| sem.release().unwrap()) <= 1);
+    assert_eq!(common::futex_wakes_in_child(|| (0..20).for_each(|_| sem.release().unwrap())), 0);
+    assert_eq!(sem.value(), 21);
+}
+
+/// The body of a segment is checked at open, not only its header.
+#[test]
+fn regression_a_semaphore_whose_value_exceeds_its_maximum_is_corrupt_at_open() {
+    let _s = common::serial();
+    let sem = BoundedSemaphore::new(2).unwrap();
+    common::scribble(sem.name(), common::OBJECT_OFFSET, &5u32.to_ne_bytes()); // value
+    assert!(matches!(BoundedSemaphore::open(sem.name()), Err(shmsync::Error::Corrupt { .. })));
+    common::scribble(sem.name(), common::OBJECT_OFFSET, &2u32.to_ne_bytes());
+    common::scribble(sem.name(), common::OBJECT_OFFSET + 8, &u32::MAX.to_ne_bytes()); // max
+    assert!(matches!(BoundedSemaphore::open(sem.name()), Err(shmsync::Error::Corrupt { .. })));
+}

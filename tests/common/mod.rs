@@ -331,6 +331,35 @@ pub fn scribble(name: &str, offset: u64, bytes: &[u8]) {
     file.write_all_at(bytes, offset).expect("write segment file");
 }
 
+/// Runs `ops` in a fresh single-threaded child and returns how many
+/// `FUTEX_WAKE` syscalls they made (at most 255).
+pub fn futex_wakes_in_child(ops: impl FnOnce()) -> u64 {
+    let mut child = fork(|| {
+        let before = shmsync::__private::futex_wake_calls();
+        ops();
+        (shmsync::__private::futex_wake_calls() - before).min(255) as i32
+    });
+    match child.wait() {
+        End::Exited(n) => n as u64,
+        other => panic!("the counting child ended with {other:?}"),
+    }
+}
+
+/// SIGKILLs each child and reaps it.
+pub fn kill_all(children: Vec<Child>) {
+    for mut child in children {
+        child.kill();
+    }
+}
+
+/// The tid of a thread that has exited: a lock word naming it names nobody.
+pub fn dead_tid() -> u32 {
+    let mut child = fork(|| 0);
+    let pid = child.pid();
+    assert_eq!(child.wait(), End::Exited(0));
+    pid
+}
+
 /// Where a segment's object starts (the header's size).
 pub const OBJECT_OFFSET: u64 = 128;
 
