@@ -31,7 +31,7 @@
 //! keeping SLEEPERS, wakes everyone if the bit was set, then clears it only if
 //! `seq` is unchanged (no new sleeper). An ender killed between the store
 //! and the wake leaves SLEEPERS set for the next ender, and the sleepers see
-//! `gen` move at their next re-check slice anyway (`sleep::RECHECK`).
+//! `gen` move at their next re-check slice anyway (at most `RECHECK`).
 //!
 //! All-zero bytes are not valid (the lock needs `init`, parties must be >= 1).
 
@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::lock::RawLock;
-use super::sleep::{self, Woke};
+use super::sleep::{Sleeper, Woke};
 use super::spin::{Spin, SpinWait};
 use crate::sys::futex;
 use crate::sys::time::Deadline;
@@ -227,6 +227,7 @@ impl RawBarrier {
             Arrival::Waiting { gen, index, breaks_seen } => (gen, index, breaks_seen),
         };
         let mut spin = SpinWait::new(Spin::Barrier, deadline);
+        let mut sleeper = Sleeper::new();
         loop {
             if self.gen.load(Ordering::Acquire) != gen {
                 return self.outcome(gen, index, breaks_seen);
@@ -238,7 +239,7 @@ impl RawBarrier {
             if self.gen.load(Ordering::SeqCst) != gen {
                 continue;
             }
-            if sleep::sleep(&self.seq, seen, deadline) == Woke::Deadline {
+            if sleeper.sleep(&self.seq, seen, deadline) == Woke::Deadline {
                 // Deadline: break the generation, unless it ended meanwhile.
                 return self.locked(|_| {
                     if self.gen.load(Ordering::Relaxed) == gen {

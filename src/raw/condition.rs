@@ -39,7 +39,7 @@
 //! Crash safety:
 //! - a notifier killed between WAKING and its wake: the next notify from any
 //!   process finishes the wake of every WAKING slot first, and the waiter
-//!   also sees WAKING at its next re-check slice (`sleep::RECHECK`);
+//!   also sees WAKING at its next re-check slice (at most `RECHECK`);
 //! - a waiter killed asleep: the first notify that picks its slot wakes
 //!   nobody, finds its thread gone, reclaims the slot and notifies the next
 //!   waiter instead; after that, notifies with nobody waiting make no
@@ -60,7 +60,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::lock::{Locked, RawLock};
-use super::sleep::{self, Woke};
+use super::sleep::{Sleeper, Woke};
 use super::spin::{Spin, SpinWait};
 use crate::sys::futex;
 use crate::sys::proc::Identity;
@@ -234,6 +234,7 @@ impl RawCondition {
         // SAFETY: the caller holds the lock.
         unsafe { self.lock.unlock() };
         let mut spin = SpinWait::new(Spin::Condition, deadline);
+        let mut sleeper = Sleeper::new();
         let timed_out = loop {
             match slot.state.load(Ordering::Acquire) {
                 NOTIFIED | WAKING => break false,
@@ -241,7 +242,7 @@ impl RawCondition {
                 WAITING => {
                     let _ = slot.state.compare_exchange(WAITING, SLEEPING, Ordering::Relaxed, Ordering::Relaxed);
                 }
-                SLEEPING => match sleep::sleep(&slot.state, SLEEPING, deadline) {
+                SLEEPING => match sleeper.sleep(&slot.state, SLEEPING, deadline) {
                     Woke::Deadline => {
                         if slot.state.compare_exchange(SLEEPING, FREE, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                             self.claimed.fetch_and(!(1 << i), Ordering::Release);
@@ -280,8 +281,9 @@ impl RawCondition {
         let seen = self.overflow.fetch_or(OVERFLOW_SLEEPERS, Ordering::Relaxed) | OVERFLOW_SLEEPERS;
         // SAFETY: the caller holds the lock.
         unsafe { self.lock.unlock() };
+        let mut sleeper = Sleeper::new();
         let timed_out = loop {
-            match sleep::sleep(&self.overflow, seen, deadline) {
+            match sleeper.sleep(&self.overflow, seen, deadline) {
                 Woke::Deadline => break self.overflow.load(Ordering::Relaxed) == seen,
                 Woke::Recheck if self.overflow.load(Ordering::Relaxed) == seen => {}
                 _ => break false,

@@ -18,7 +18,7 @@
 //! sleeper changes the word, and then the bit stays. So a setter killed
 //! between publishing and waking leaves WAITERS set, and the next `set` from
 //! any process wakes the sleepers; even with no next `set`, they see SET at
-//! their next re-check slice (`sleep::RECHECK`). A setter killed after the
+//! their next re-check slice (at most `RECHECK`). A setter killed after the
 //! wake leaves WAITERS set: one spare `FUTEX_WAKE` for the next `set`. A
 //! waiter killed in its sleep leaves WAITERS set: the next `set` wakes
 //! nobody, clears the bit, and later sets make no syscall.
@@ -28,7 +28,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::sleep::{self, Woke};
+use super::sleep::{Sleeper, Woke};
 use super::spin::{Spin, SpinWait};
 use crate::sys::futex;
 use crate::sys::time::Deadline;
@@ -136,6 +136,7 @@ impl RawEvent {
         let gen = start & !(SET | WAITERS);
         let signalled = |v: u32| v & SET != 0 || v & !(SET | WAITERS) != gen;
         let mut spin = SpinWait::new(Spin::Event, deadline);
+        let mut sleeper = Sleeper::new();
         loop {
             let v = self.word.load(Ordering::Acquire);
             if signalled(v) {
@@ -149,7 +150,7 @@ impl RawEvent {
             {
                 continue;
             }
-            if sleep::sleep(&self.word, v | WAITERS, deadline) == Woke::Deadline {
+            if sleeper.sleep(&self.word, v | WAITERS, deadline) == Woke::Deadline {
                 return signalled(self.word.load(Ordering::Acquire));
             }
         }

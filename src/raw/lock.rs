@@ -24,7 +24,7 @@
 //! `trylock` does not set `FUTEX_WAITERS`) and the woken one is killed before
 //! it marks the word again, the next unlock wakes nobody, and the other
 //! sleepers sleep on a free lock. Here a sleeper sleeps at most one
-//! [`RECHECK`](super::sleep::RECHECK) slice, then tries again, so it takes a
+//! [`RECHECK`](super::RECHECK) slice, then tries again, so it takes a
 //! free lock at most that late. After a slice it also checks that the owner
 //! the word names is alive: a word naming a thread that is gone (the kernel
 //! missed its death, or the word was forged) is marked owner-died, exactly as
@@ -42,7 +42,7 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::sleep::{self, Woke};
+use super::sleep::{Sleeper, Woke};
 use super::spin::{Spin, SpinWait};
 use crate::sys::proc::{self, Identity};
 use crate::sys::pthread::{self, Acquire};
@@ -218,6 +218,7 @@ impl Robust {
         drop(spin);
         let word = self.word();
         let mut slept = false;
+        let mut sleeper = Sleeper::new();
         loop {
             match self.attempt(kind) {
                 Attempt::Got(how) => {
@@ -243,7 +244,7 @@ impl Robust {
                 continue;
             }
             slept = true;
-            match sleep::sleep(word, seen | pthread::WAITERS, deadline) {
+            match sleeper.sleep(word, seen | pthread::WAITERS, deadline) {
                 Woke::Deadline => return self.try_lock(kind),
                 Woke::Signalled => crash_point!("lock.contended.woken"),
                 Woke::Recheck => self.recover_if_owner_gone(word),

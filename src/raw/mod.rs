@@ -14,9 +14,10 @@
 //! at different addresses.
 //!
 //! Every wait spins briefly (a budget each thread learns per kind of wait),
-//! then sleeps in slices of at most [`RECHECK`], re-checking its condition
-//! after each: whatever a killed process left undone, a live waiter goes on
-//! at most one slice after what it waits for has happened.
+//! then sleeps in slices of at most [`RECHECK`] (1 s; the first is a quarter
+//! of that), re-checking its condition after each: whatever a killed process
+//! left undone, a live waiter goes on at most one slice after what it waits
+//! for has happened.
 
 mod barrier;
 mod condition;

@@ -24,14 +24,14 @@
 //! SLEEPERS set, and the next release wakes a sleeper, which finds both units;
 //! a waiter woken and killed before it takes its unit leaves the unit free.
 //! Either way a sleeper also sees the free unit at its next re-check slice
-//! (`sleep::RECHECK`), so no one sleeps longer than that beside a free unit.
+//! (at most `RECHECK`), so no one sleeps longer than that beside a free unit.
 //!
 //! All-zero bytes are *not* valid (`max` would be 0); call `init`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::sleep::{self, Woke};
+use super::sleep::{Sleeper, Woke};
 use super::spin::{Spin, SpinWait};
 use crate::sys::futex;
 use crate::sys::time::Deadline;
@@ -151,6 +151,7 @@ impl RawSemaphore {
         }
         drop(spin);
         let mut slept = false;
+        let mut sleeper = Sleeper::new();
         loop {
             if self.try_acquire() {
                 if slept {
@@ -168,7 +169,7 @@ impl RawSemaphore {
                 continue;
             }
             slept = true;
-            match sleep::sleep(&self.value, v | SLEEPERS, deadline) {
+            match sleeper.sleep(&self.value, v | SLEEPERS, deadline) {
                 Woke::Deadline => return self.try_acquire(),
                 Woke::Signalled => crash_point!("semaphore.acquire.woken"),
                 Woke::Recheck => {}
