@@ -31,10 +31,16 @@
 //! ```
 //!
 //! ## Notes
-//! - Linux only; other targets fail to compile.
-//! - Do not unmap a lock (drop its last handle) while a guard for it is
-//!   forgotten with `mem::forget`: the kernel's robust list would point into
-//!   the unmapped page.
+//! - Linux with glibc on a 64-bit target only; other targets fail to compile.
+//! - Every handle and guard to one object in a process shares one mapping,
+//!   so glibc's robust list, which links held mutexes by address, never
+//!   points into unmapped memory. A guard forgotten with `mem::forget` keeps
+//!   its lock held, and the mapping under it stays until the process ends.
+//! - Waiters sleep in slices of at most [`raw::RECHECK`] (1 s) and re-check,
+//!   so whatever a killed process left undone, a survivor goes on within that
+//!   bound (see the README's "Robustness").
+//! - `open` refuses a segment owned by another user
+//!   ([`Error::ForeignOwner`]) unless the builder allows it.
 //! - Typed segments (`Mutex<T>`, `Queue<T>`, `Dict<K, V>`) fingerprint their
 //!   types by name, which is stable for one compiler version: build every
 //!   process that shares one with the same compiler.
