@@ -38,4 +38,6 @@ pub const POINTS: &[&[&str]] = &[
     crate::raw::CRASH_POINTS[2],
     crate::raw::CRASH_POINTS[3],
     crate::raw::CRASH_POINTS[4],
+    crate::data::QUEUE_CRASH_POINTS,
+    crate::data::DICT_CRASH_POINTS,
 ];

@@ -477,3 +477,160 @@ mod barrier {
         survives(other);
     }
 }
+
+#[cfg(feature = "failpoints")]
+mod queue {
+    use super::support::*;
+    use super::*;
+    use shmsync::{JoinableQueue, Queue};
+
+    fn gets(name: &str, want: u32) -> bool {
+        matches!(Queue::<u32>::open(name).unwrap().get_timeout(LONG), Ok(Some(v)) if v == want)
+    }
+
+    #[test]
+    fn a_producer_killed_after_copying_commits_nothing_and_strands_nobody() {
+        let _s = serial();
+        let names = Names::new("q_put_copied");
+        let q = Queue::<u32>::builder(&names.get("q")).capacity(4096).unlink_on_drop(true).create().unwrap();
+        let name = q.name().to_string();
+        let getter = sleeper(|| gets(&name, 2));
+        let producer = fork(|| {
+            die_at("queue.put.copied");
+            let _ = Queue::<u32>::open(&name).unwrap().put(&1);
+            1
+        });
+        killed(producer);
+        assert_eq!(q.len(), 0);
+        q.put_timeout(&2, SURVIVOR_BOUND).unwrap(); // the producers' lock is recovered
+        survives(getter);
+    }
+
+    #[test]
+    fn a_producer_killed_after_committing_strands_no_getter() {
+        let _s = serial();
+        let names = Names::new("q_put_committed");
+        let q = Queue::<u32>::builder(&names.get("q")).capacity(4096).unlink_on_drop(true).create().unwrap();
+        let name = q.name().to_string();
+        let getter = sleeper(|| gets(&name, 1));
+        let producer = fork(|| {
+            die_at("queue.put.committed");
+            let _ = Queue::<u32>::open(&name).unwrap().put(&1);
+            1
+        });
+        killed(producer);
+        survives(getter);
+        q.put_timeout(&2, SURVIVOR_BOUND).unwrap();
+        assert_eq!(q.try_get().unwrap(), Some(2));
+    }
+
+    #[test]
+    fn a_consumer_killed_after_copying_leaves_the_message_for_the_next() {
+        let _s = serial();
+        let names = Names::new("q_get_copied");
+        let q = Queue::<u32>::builder(&names.get("q")).capacity(4096).unlink_on_drop(true).create().unwrap();
+        let name = q.name().to_string();
+        q.put(&1).unwrap();
+        let consumer = fork(|| {
+            die_at("queue.get.copied");
+            let _ = Queue::<u32>::open(&name).unwrap().get();
+            1
+        });
+        killed(consumer);
+        survives(fork(|| i32::from(!gets(&name, 1))));
+    }
+
+    #[test]
+    fn a_consumer_killed_after_committing_strands_no_putter() {
+        let _s = serial();
+        let names = Names::new("q_get_committed");
+        let q = Queue::<Vec<u8>>::builder(&names.get("q")).capacity(32).unlink_on_drop(true).create().unwrap();
+        let name = q.name().to_string();
+        let big = vec![7u8; q.capacity() - 24];
+        q.put(&big).unwrap(); // full now
+        let putter = sleeper(|| Queue::<Vec<u8>>::open(&name).unwrap().put_timeout(&vec![1; 8], LONG).is_ok());
+        let consumer = fork(|| {
+            die_at("queue.get.committed");
+            let _ = Queue::<Vec<u8>>::open(&name).unwrap().get();
+            1
+        });
+        killed(consumer);
+        survives(putter);
+        assert_eq!(q.get_timeout(SURVIVOR_BOUND).unwrap(), Some(vec![1; 8]));
+    }
+
+    #[test]
+    fn a_reader_killed_inside_get_with_loses_that_message_only() {
+        let _s = serial();
+        let names = Names::new("q_get_with");
+        let q = Queue::<Vec<u8>>::builder(&names.get("q")).capacity(4096).unlink_on_drop(true).create().unwrap();
+        let name = q.name().to_string();
+        q.put(&vec![1]).unwrap();
+        q.put(&vec![2]).unwrap();
+        let reader = fork(|| {
+            die_at("queue.get_with.reading");
+            let _ = Queue::<Vec<u8>>::open(&name).unwrap().get_with(|b| b.len());
+            1
+        });
+        killed(reader);
+        assert_eq!(q.get_timeout(SURVIVOR_BOUND).unwrap(), Some(vec![2]));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_consumer_killed_after_task_done_strands_no_joiner() {
+        let _s = serial();
+        let names = Names::new("q_task_done");
+        let q = JoinableQueue::<u32>::builder(&names.get("q")).capacity(4096).unlink_on_drop(true).create().unwrap();
+        let name = q.name().to_string();
+        q.put(&1).unwrap();
+        assert_eq!(q.get().unwrap(), 1);
+        let joiner = sleeper(|| JoinableQueue::<u32>::open(&name).unwrap().join_timeout(LONG).unwrap_or(false));
+        let worker = fork(|| {
+            die_at("queue.task_done.counted");
+            let _ = JoinableQueue::<u32>::open(&name).unwrap().task_done();
+            1
+        });
+        killed(worker);
+        survives(joiner);
+    }
+}
+
+#[cfg(feature = "failpoints")]
+mod dict {
+    use super::support::*;
+    use shmsync::Dict;
+
+    /// A writer killed at `point` in its commit: the dict holds `expected`
+    /// (the old map or the new one, wholly), and the next writer goes on.
+    fn writer_killed_at(point: &'static str, test: &str, expected_new: bool) {
+        let _s = serial();
+        let names = Names::new(test);
+        let d = Dict::<u32, String>::builder(&names.get("d")).capacity(4096).unlink_on_drop(true).create().unwrap();
+        let name = d.name().to_string();
+        d.insert(&1, &"old".to_string()).unwrap();
+        let writer = fork(|| {
+            die_at(point);
+            let _ = Dict::<u32, String>::open(&name).unwrap().insert(&1, &"new".to_string());
+            1
+        });
+        killed(writer);
+        let want = if expected_new { "new" } else { "old" };
+        assert_eq!(d.get(&1).unwrap().as_deref(), Some(want));
+        assert_eq!(d.len(), 1);
+        survives(fork(|| {
+            let d = Dict::<u32, String>::open(&name).unwrap();
+            i32::from(d.insert(&2, &"next".to_string()).is_err() || d.len() != 2)
+        }));
+    }
+
+    #[test]
+    fn a_writer_killed_before_its_flip_leaves_the_old_map() {
+        writer_killed_at("dict.commit.written", "dict_written", false);
+    }
+
+    #[test]
+    fn a_writer_killed_after_its_flip_leaves_the_new_map() {
+        writer_killed_at("dict.commit.flipped", "dict_flipped", true);
+    }
+}

@@ -269,3 +269,71 @@ fn namespace_fields_cross_processes_behind_an_event() {
     assert!(matches!(ns.set("big", &vec![0u8; 8192]), Err(Error::Full { .. })));
     assert_eq!(ns.len(), 1);
 }
+
+/// Counts the calling thread's heap allocations, so tests can show what a
+/// call allocates.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the count
+// is a thread-local Cell, which never allocates.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded from the caller.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(|n| n.get());
+    f();
+    ALLOCATIONS.with(|n| n.get()) - before
+}
+
+/// `get` decoded the whole map under the lock, with two allocations per
+/// entry; it now finds the key in the encoded bytes.
+#[test]
+fn regression_get_finds_a_key_without_decoding_the_map() {
+    let _s = serial();
+    let d = Dict::<u32, String>::new(64 << 10).unwrap();
+    for k in 0..1500 {
+        d.insert(&k, &value_of(k)).unwrap();
+    }
+    let mut got = None;
+    let allocations = allocations_in(|| got = Some(d.get(&1234).unwrap()));
+    assert_eq!(got, Some(Some(value_of(1234))));
+    assert!(allocations <= 4, "get allocated {allocations} times");
+    assert!(allocations_in(|| assert!(d.contains_key(&77).unwrap())) <= 3);
+    assert_eq!(d.get(&5000).unwrap(), None);
+}
+
+/// `insert` decoded the old value after the commit, so a value that does
+/// not decode gave `Err` for a change that had been applied.
+#[test]
+fn regression_an_old_value_that_does_not_decode_fails_the_insert_before_any_change() {
+    let _s = serial();
+    let d = Dict::<u32, String>::new(4096).unwrap();
+    d.insert(&1, &"ok".to_string()).unwrap();
+    // Make the stored value invalid UTF-8, as a buggy peer could.
+    let path = format!("/dev/shm/{}", d.name());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(2).position(|w| w == b"ok").unwrap();
+    bytes[at] = 0xff;
+    bytes[at + 1] = 0xfe;
+    common::scribble(d.name(), at as u64, &bytes[at..at + 2]);
+    assert!(matches!(d.insert(&1, &"new".to_string()), Err(Error::Decode { .. })));
+    assert!(matches!(d.get(&1), Err(Error::Decode { .. })), "the failed insert changed the value");
+    assert!(matches!(d.remove(&1), Err(Error::Decode { .. })));
+    assert_eq!(d.len(), 1);
+}

@@ -312,3 +312,258 @@ fn joinable_queue_join_returns_once_every_item_is_done() {
     assert!(matches!(q.task_done(), Err(Error::TooManyTaskDone { .. })));
     q.join().unwrap();
 }
+
+/// Where the ring's fields and bytes sit in a queue's segment file (after
+/// the 128-byte header; see `data::ring`'s layout test).
+mod ring_layout {
+    pub const CAPACITY: u64 = super::common::OBJECT_OFFSET;
+    pub const PUT_WORD: u64 = CAPACITY + 112;
+    pub const GET_WORD: u64 = CAPACITY + 176;
+    pub const NOT_EMPTY: u64 = CAPACITY + 192;
+    pub const DATA: u64 = CAPACITY + 448;
+}
+
+/// A tiny xorshift stream: random-looking, the same on every run.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The ring trusted its offsets and capacity: a tail just past the end made
+/// `try_put` write into the page after the segment. Garbage in any of the
+/// ring's words now gives `Corrupt` or a value, never a crash or a hang.
+#[test]
+fn regression_garbage_in_the_ring_words_is_corrupt_never_a_crash_or_a_hang() {
+    let _s = serial();
+    let q = Queue::<Vec<u8>>::new(4096).unwrap();
+    let name = q.name().to_string();
+    let cap = q.capacity() as u64;
+    // The reported case: a write position just past the ring's end (its
+    // positions run over two laps, 0..2C), and one that claims bytes in use
+    // with no message.
+    common::scribble(&name, ring_layout::PUT_WORD, &(2 * cap).to_ne_bytes());
+    assert!(matches!(q.try_put(&vec![1; 16]), Err(Error::Corrupt { .. })));
+    assert!(!matches!(q.try_get(), Ok(Some(_))));
+    common::scribble(&name, ring_layout::PUT_WORD, &cap.to_ne_bytes());
+    assert!(matches!(q.try_put(&vec![1; 16]), Err(Error::Corrupt { .. })));
+    // Then a storm of garbage, in a child, so a crash would show as its death.
+    let mut child = fork(|| {
+        let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+        let words = [ring_layout::PUT_WORD, ring_layout::GET_WORD, ring_layout::NOT_EMPTY, ring_layout::DATA];
+        for round in 0..400u64 {
+            let at = words[(round % 4) as usize] + if round % 4 == 3 { (noise.next() % 64) * 8 } else { 0 };
+            // Small positions are more interesting than huge ones: mix both.
+            let value = match round % 3 {
+                0 => noise.next(),
+                1 => (noise.next() % 64) << 32 | (noise.next() % (4 * cap)),
+                _ => (noise.next() % 8) << 32 | ((noise.next() % (2 * cap)) & !7),
+            };
+            common::scribble(&name, at, &value.to_ne_bytes());
+            let _ = q.try_put(&vec![round as u8; (round % 100) as usize]);
+            let _ = q.try_get();
+            let _ = q.get_timeout(Duration::from_millis(1));
+            let _ = q.len();
+            let _ = Queue::<Vec<u8>>::open(&name).map(|other| other.try_get());
+        }
+        0
+    });
+    assert_eq!(child.wait(), common::End::Exited(0));
+    // A capacity changed after open is never believed by an open handle,
+    // and refused by a new opener.
+    common::scribble(&name, ring_layout::CAPACITY, &(1u64 << 40).to_ne_bytes());
+    assert!(matches!(Queue::<Vec<u8>>::open(&name), Err(Error::Corrupt { .. })));
+    assert_eq!(q.capacity() as u64, cap);
+}
+
+/// `put` woke exactly one sleeping getter; killed after waking and before
+/// taking the message, it left the other getters asleep beside it, and
+/// `join` hung too.
+#[cfg(feature = "failpoints")]
+#[test]
+fn regression_a_getter_woken_and_killed_strands_no_other_getter() {
+    let _s = serial();
+    let q = JoinableQueue::<u32>::new(4096).unwrap();
+    let first = fork(|| {
+        common::die_at("queue.getter.woken");
+        i32::from(q.get_timeout(DEADLINE).is_err())
+    });
+    common::await_futex_sleep(&[first.pid()]);
+    let second = fork(|| match q.get_timeout(DEADLINE) {
+        Ok(Some(7)) => i32::from(q.task_done().is_err()),
+        _ => 1,
+    });
+    common::await_futex_sleep(&[second.pid()]);
+    q.put(&7).unwrap();
+    let mut first = first;
+    assert_eq!(first.wait(), common::End::Signaled(nix::sys::signal::Signal::SIGKILL));
+    let mut second = second;
+    assert_eq!(second.wait_for(Duration::from_secs(2)), common::End::Exited(0));
+    assert!(q.join_timeout(Duration::from_secs(2)).unwrap());
+}
+
+/// `try_get`, `get_timeout`, `try_put` and `put_timeout` took the ring lock
+/// with no deadline: a peer stopped inside its critical section made them
+/// block for as long as it stayed stopped.
+#[cfg(feature = "failpoints")]
+#[test]
+fn regression_timed_calls_end_in_time_while_a_peer_is_stopped_holding_a_side() {
+    let _s = serial();
+    let q = Queue::<u32>::new(4096).unwrap();
+    q.put(&1).unwrap();
+    q.put(&2).unwrap();
+    // One peer parks inside a get's critical section, one inside a put's.
+    let getter = fork(|| {
+        shmsync::__private::fail::cfg("queue.get.copied", "sleep(60000)").unwrap();
+        let _ = q.get();
+        0
+    });
+    let putter = fork(|| {
+        shmsync::__private::fail::cfg("queue.put.copied", "sleep(60000)").unwrap();
+        let _ = q.put(&3);
+        0
+    });
+    common::await_true(|| common::is_futex_sleeping(getter.pid()) || in_nanosleep(getter.pid()), "the getter to park");
+    common::await_true(|| in_nanosleep(putter.pid()), "the putter to park");
+    let mut probe = fork(|| {
+        let calls_end = q.try_get().is_ok()
+            && matches!(q.get_timeout(Duration::from_millis(50)), Ok(None))
+            && matches!(q.try_put(&4), Err(Error::Full { .. }))
+            && matches!(q.put_timeout(&4, Duration::from_millis(50)), Err(Error::Full { .. }));
+        i32::from(!calls_end)
+    });
+    assert_eq!(probe.wait_for(Duration::from_secs(2)), common::End::Exited(0));
+    drop((getter, putter)); // killed: their locks are recovered, silently
+    assert!(matches!(q.get_timeout(DEADLINE), Ok(Some(_))));
+    q.put_timeout(&5, DEADLINE).unwrap();
+}
+
+/// Whether the process sleeps in `nanosleep` (a failpoint's `sleep`).
+#[cfg(feature = "failpoints")]
+fn in_nanosleep(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+        tasks
+            .filter_map(|t| t.ok())
+            .any(|t| std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.contains("nanosleep")))
+    })
+}
+
+/// `len()` loaded the producers' word before the consumers': a put and a
+/// get in between made it wrap to about 4.29 billion.
+#[test]
+fn regression_len_never_exceeds_what_the_ring_can_hold_under_churn() {
+    let _s = serial();
+    let q = Queue::<u8>::new(4096).unwrap();
+    let most = q.capacity() / 8;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = q.try_put(&1);
+                let _ = q.try_get();
+            }
+        });
+        for _ in 0..200_000 {
+            assert!(q.len() <= most);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+/// A message whose serde impl itself puts on a queue used to panic with
+/// "already borrowed" (one thread-local buffer per thread, borrowed for the
+/// whole put).
+#[test]
+fn regression_a_serde_impl_that_uses_a_queue_does_not_panic() {
+    let _s = serial();
+    static SIDE: std::sync::OnceLock<Queue<u32>> = std::sync::OnceLock::new();
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Loud(u32);
+    impl serde::Serialize for Loud {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let side = SIDE.get().expect("side queue");
+            side.put(&(self.0 + 1)).map_err(serde::ser::Error::custom)?;
+            s.serialize_u32(self.0)
+        }
+    }
+    // A static is never dropped, so its segment is named and removed here.
+    let names = common::Names::new("reentrant");
+    let side = SIDE.get_or_init(|| Queue::<u32>::create(&names.get("side"), 4096).unwrap());
+    let q = Queue::<Loud>::new(4096).unwrap();
+    q.put(&Loud(5)).unwrap();
+    assert_eq!(q.get().unwrap(), Loud(5));
+    assert_eq!(side.try_get().unwrap(), Some(6));
+    shmsync::unlink(side.name()).unwrap();
+}
+
+/// Getters killed while asleep left counts that made every later put pay a
+/// `FUTEX_WAKE`.
+#[test]
+fn regression_getters_killed_asleep_cost_later_puts_no_syscall() {
+    let _s = serial();
+    let q = Queue::<u32>::new(4096).unwrap();
+    let victims: Vec<Child> = (0..3).map(|_| fork(|| i32::from(q.get_timeout(DEADLINE).is_err()))).collect();
+    common::await_futex_sleep(&victims.iter().map(Child::pid).collect::<Vec<_>>());
+    common::kill_all(victims);
+    assert!(common::futex_wakes_in_child(|| q.put(&1).unwrap()) <= 1);
+    assert_eq!(
+        common::futex_wakes_in_child(|| (0..50).for_each(|i| {
+            q.put(&i).unwrap();
+            q.get().unwrap();
+        })),
+        0
+    );
+}
+
+#[test]
+fn put_with_and_get_with_carry_bytes_in_place_and_mix_with_put_and_get() {
+    let _s = serial();
+    let q = Queue::<Vec<u8>>::new(4096).unwrap();
+    q.put_with(5, |buf| buf.copy_from_slice(b"hello")).unwrap();
+    q.put(&b"world".to_vec()).unwrap();
+    assert_eq!(q.get().unwrap(), b"hello");
+    assert_eq!(q.get_with(|b| b.to_vec()).unwrap(), b"world");
+    assert_eq!(q.get_with_timeout(Duration::from_millis(5), |b| b.len()).unwrap(), None);
+    // Every size through every position of the ring, including the ends.
+    for round in 0..3000usize {
+        let len = round % 700;
+        q.put_with(len, |buf| buf.iter_mut().enumerate().for_each(|(i, b)| *b = (i ^ round) as u8)).unwrap();
+        let ok = q.get_with(|b| b.len() == len && b.iter().enumerate().all(|(i, &v)| v == (i ^ round) as u8));
+        assert!(ok.unwrap(), "round {round}");
+    }
+    assert!(matches!(q.put_with(q.capacity(), |_| ()), Err(Error::TooLarge { .. })));
+}
+
+/// A writer killed inside `put_with` commits nothing; a reader killed
+/// inside `get_with` loses that one message, which is never delivered again.
+#[test]
+fn a_process_killed_inside_put_with_or_get_with_affects_only_its_message() {
+    let _s = serial();
+    let q = Queue::<Vec<u8>>::new(4096).unwrap();
+    let kill_self = || {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGKILL);
+    };
+    let mut writer = fork(|| {
+        let _ = q.put_with(8, |buf| {
+            buf.fill(1);
+            kill_self();
+        });
+        0
+    });
+    assert_eq!(writer.wait(), common::End::Signaled(nix::sys::signal::Signal::SIGKILL));
+    assert!(q.is_empty());
+    q.put(&vec![1]).unwrap();
+    q.put(&vec![2]).unwrap();
+    let mut reader = fork(|| {
+        let _ = q.get_with(|_| kill_self());
+        0
+    });
+    assert_eq!(reader.wait(), common::End::Signaled(nix::sys::signal::Signal::SIGKILL));
+    assert_eq!(q.get_timeout(DEADLINE).unwrap(), Some(vec![2]));
+    assert!(q.is_empty());
+}

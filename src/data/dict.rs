@@ -105,36 +105,53 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
     }
 
     /// Sets `key` to `value`; returns the old value, if there was one.
-    /// `Full` if the map would not fit, with the dict unchanged.
+    /// `Full` if the map would not fit, and `Decode` if the old value is not
+    /// a `V`; either way the dict is unchanged.
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V>> {
         let (key, value) = (encode(key)?, encode(value)?);
-        let old = self.view().update(|entries| (table::insert(entries, key, value), true))?;
-        old.map(|bytes| codec::decode(&bytes)).transpose()
+        self.view().update(|entries| match table::find(entries, &key) {
+            // The old value is decoded before anything changes: an error
+            // leaves the dict as it was.
+            Ok(i) => match codec::decode(&entries[i].1) {
+                Ok(old) => {
+                    entries[i].1 = value;
+                    (Ok(Some(old)), true)
+                }
+                Err(e) => (Err(e), false),
+            },
+            Err(i) => {
+                entries.insert(i, (key, value));
+                (Ok(None), true)
+            }
+        })?
     }
 
     /// The value of `key`, if it is there.
     pub fn get(&self, key: &K) -> Result<Option<V>> {
         let key = encode(key)?;
-        let found =
-            self.view().read(|mut entries| table::find(&entries, &key).ok().map(|i| entries.swap_remove(i).1))?;
-        found.map(|bytes| codec::decode(&bytes)).transpose()
+        self.view().lookup(&key)?.map(|bytes| codec::decode(&bytes)).transpose()
     }
 
-    /// Removes `key`; returns its value, if it was there.
+    /// Removes `key`; returns its value, if it was there. `Decode` if the
+    /// value is not a `V`, with the dict unchanged.
     pub fn remove(&self, key: &K) -> Result<Option<V>> {
         let key = encode(key)?;
-        let old = self.view().update(|entries| {
-            let old = table::remove(entries, &key);
-            let changed = old.is_some();
-            (old, changed)
-        })?;
-        old.map(|bytes| codec::decode(&bytes)).transpose()
+        self.view().update(|entries| match table::find(entries, &key) {
+            Ok(i) => match codec::decode(&entries[i].1) {
+                Ok(old) => {
+                    entries.remove(i);
+                    (Ok(Some(old)), true)
+                }
+                Err(e) => (Err(e), false),
+            },
+            Err(_) => (Ok(None), false),
+        })?
     }
 
     /// Whether `key` is there.
     pub fn contains_key(&self, key: &K) -> Result<bool> {
         let key = encode(key)?;
-        self.view().read(|entries| table::find(&entries, &key).is_ok())
+        Ok(self.view().lookup(&key)?.is_some())
     }
 
     /// Removes every entry.

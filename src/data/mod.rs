@@ -19,3 +19,8 @@ pub use namespace::Namespace;
 pub use pipe::{pipe, pipe_oneway, Connection, Receiver, Sender, DEFAULT_MAX_FRAME};
 pub use pool::{Imap, Pool, PoolBuilder};
 pub use queue::{JoinableQueue, Queue};
+
+/// The queue ring's crash points (see [`crate::crash`]).
+pub(crate) const QUEUE_CRASH_POINTS: &[&str] = ring::CRASH_POINTS;
+/// The dict table's crash points.
+pub(crate) const DICT_CRASH_POINTS: &[&str] = table::CRASH_POINTS;

@@ -125,9 +125,7 @@ impl Namespace {
     /// was set with another type.
     pub fn get<T: DeserializeOwned>(&self, field: &str) -> Result<Option<T>> {
         let key = key(field)?;
-        let found =
-            self.view().read(|mut entries| table::find(&entries, &key).ok().map(|i| entries.swap_remove(i).1))?;
-        let Some(bytes) = found else { return Ok(None) };
+        let Some(bytes) = self.view().lookup(&key)? else { return Ok(None) };
         let (tag, value) = bytes.split_at(TAG.min(bytes.len()));
         if tag != segment::type_hash::<T>().to_le_bytes() {
             return Err(Error::Decode {

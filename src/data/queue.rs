@@ -2,7 +2,7 @@
 //! queues of serde messages in a named segment (Python's
 //! `multiprocessing.Queue` and `JoinableQueue`).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::codec;
-use super::ring::{self, Bytes, PutError, Ring};
+use super::ring::{self, GetError, PutError, Ring, View};
 use crate::error::{Error, Result};
 use crate::named::FromSegment;
 use crate::segment::{self, Kind, Layout, Segment};
@@ -18,10 +18,26 @@ use crate::sys::time::Deadline;
 use crate::Builder;
 
 thread_local! {
-    /// Encode and decode buffers, reused so a put or get allocates nothing
-    /// once warm (beyond what decoding `T` itself needs).
-    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// This thread's encode/decode buffer, reused so a put or get allocates
+    /// nothing once warm (beyond what decoding `T` itself needs). It is taken
+    /// out while in use, so a serde impl that itself uses a queue on this
+    /// thread gets a fresh one instead of a "borrowed twice" panic.
+    static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
+
+/// Runs `f` with this thread's buffer (or a fresh one, when it is in use).
+fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = BUFFER.take();
+    let r = f(&mut buf);
+    BUFFER.set(buf);
+    r
+}
+
+/// How long a `try_` or timed call may wait for a side's lock past its own
+/// deadline: long enough that a lock held for a moment by another producer
+/// or consumer does not read as full or empty, short enough that a peer
+/// stopped inside its critical section cannot hold the caller.
+const LOCK_GRACE: Duration = Duration::from_millis(1);
 
 /// The parameter of a queue: its ring size in bytes (default 64 KiB).
 #[derive(Clone, Copy, Debug)]
@@ -36,13 +52,24 @@ impl Default for QueueParams {
 }
 
 fn validate(name: &str, params: &QueueParams) -> Result<()> {
-    if params.capacity < 32 || params.capacity > ring::MAX_CAPACITY {
+    if params.capacity < ring::MIN_CAPACITY || params.capacity > ring::MAX_CAPACITY {
         return Err(Error::InvalidArgument {
             name: name.to_string(),
-            detail: format!("a queue's capacity must be 32 to {} bytes, not {}", ring::MAX_CAPACITY, params.capacity),
+            detail: format!(
+                "a queue's capacity must be {} to {} bytes, not {}",
+                ring::MIN_CAPACITY,
+                ring::MAX_CAPACITY,
+                params.capacity
+            ),
         });
     }
     Ok(())
+}
+
+/// The deadline for taking a side's lock: the call's own, but never less
+/// than [`LOCK_GRACE`] from now.
+fn lock_deadline(deadline: Option<&Deadline>) -> Option<Deadline> {
+    deadline.map(|d| *d.later(&Deadline::after(LOCK_GRACE)))
 }
 
 /// Writes a queue type: lifecycle, Layout, and the put/get API.
@@ -51,6 +78,9 @@ macro_rules! named_queue {
         $(#[$doc])*
         pub struct $ty<T> {
             seg: Segment<Ring>,
+            /// The ring's size, checked against the mapping once, at open:
+            /// never read again from the segment.
+            cap: usize,
             _message: PhantomData<fn(T) -> T>,
         }
 
@@ -81,16 +111,15 @@ macro_rules! named_queue {
             }
 
             fn check(ring: &Ring, trailing: usize) -> std::result::Result<(), String> {
-                if ring.capacity() > trailing || ring.capacity() % 8 != 0 || ring.capacity() < 32 {
-                    return Err(format!("its ring claims {} bytes but {trailing} are there", ring.capacity()));
-                }
-                Ok(())
+                ring.check(trailing)
             }
         }
 
         impl<T: Serialize + DeserializeOwned> FromSegment for $ty<T> {
             fn from_segment(seg: Segment<Ring>) -> Self {
-                $ty { seg, _message: PhantomData }
+                let (_, trailing) = seg.trailing();
+                let cap = seg.object().capacity().min(trailing) / 8 * 8;
+                $ty { seg, cap, _message: PhantomData }
             }
         }
 
@@ -107,31 +136,60 @@ macro_rules! named_queue {
         impl<T: Serialize + DeserializeOwned> $ty<T> {
             crate::named::lifecycle_fns!($ty { capacity: usize });
 
-            fn ring(&self) -> (&Ring, Bytes) {
-                let ring = self.seg.object();
-                let (ptr, _) = self.seg.trailing();
-                (ring, Bytes { ptr, len: ring.capacity() })
+            fn view(&self) -> View<'_> {
+                let (data, _) = self.seg.trailing();
+                View::new(self.seg.object(), data, self.cap)
+            }
+
+            fn corrupt(&self, detail: String) -> Error {
+                Error::Corrupt { name: self.name().to_string(), detail }
+            }
+
+            fn put_error(&self, e: PutError, len: usize) -> Error {
+                match e {
+                    PutError::TooLarge { max } => Error::TooLarge { len, max },
+                    PutError::Full => Error::Full { name: self.name().to_string() },
+                    PutError::Corrupt(detail) => self.corrupt(detail),
+                }
+            }
+
+            /// Puts `len` bytes that `fill` writes into the payload's pieces.
+            fn put_raw(&self, len: usize, deadline: Option<&Deadline>, fill: impl FnOnce(&mut [u8], &mut [u8])) -> Result<()> {
+                let lock_by = lock_deadline(deadline);
+                self.view().put(len, deadline, lock_by.as_ref(), fill).map_err(|e| self.put_error(e, len))
+            }
+
+            /// Takes the oldest message's payload, as `read` sees it.
+            fn get_raw<R>(&self, deadline: Option<&Deadline>, in_place: bool, read: impl FnMut(&[u8], &[u8]) -> R) -> Result<Option<R>> {
+                let lock_by = lock_deadline(deadline);
+                match self.view().get(deadline, lock_by.as_ref(), in_place, read) {
+                    Ok(r) => Ok(Some(r)),
+                    Err(GetError::Empty) => Ok(None),
+                    Err(GetError::Corrupt(detail)) => Err(self.corrupt(detail)),
+                }
             }
 
             fn put_until(&self, message: &T, deadline: Option<&Deadline>) -> Result<()> {
-                BUFFER.with_borrow_mut(|buf| {
+                with_buffer(|buf| {
                     codec::encode_into(message, buf)?;
-                    let (ring, bytes) = self.ring();
-                    ring.put(bytes, buf, deadline).map_err(|e| match e {
-                        PutError::TooLarge { max } => Error::TooLarge { len: buf.len(), max },
-                        PutError::Full => Error::Full { name: self.name().to_string() },
+                    self.put_raw(buf.len(), deadline, |a, b| {
+                        a.copy_from_slice(&buf[..a.len()]);
+                        b.copy_from_slice(&buf[a.len()..]);
                     })
                 })
             }
 
             fn get_until(&self, deadline: Option<&Deadline>) -> Result<Option<T>> {
-                BUFFER.with_borrow_mut(|buf| {
-                    let (ring, bytes) = self.ring();
-                    if ring.get(bytes, buf, deadline) {
-                        codec::decode(buf).map(Some)
-                    } else {
-                        Ok(None)
-                    }
+                with_buffer(|buf| {
+                    // Copied out, then decoded after the commit and outside
+                    // the lock: a decode error consumes the message, and a
+                    // panicking Deserialize cannot wedge the queue.
+                    let got = self.get_raw(deadline, false, |a, b| {
+                        buf.clear();
+                        buf.extend_from_slice(a);
+                        buf.extend_from_slice(b);
+                    })?;
+                    got.map(|()| codec::decode(buf)).transpose()
                 })
             }
 
@@ -181,7 +239,79 @@ macro_rules! named_queue {
 
             /// The ring's size in bytes.
             pub fn capacity(&self) -> usize {
-                self.seg.object().capacity()
+                self.cap
+            }
+        }
+
+        impl $ty<Vec<u8>> {
+            /// Puts a message of `len` bytes that `write` writes straight
+            /// into the ring (zero-copy; the same message a `put(&vec)` of
+            /// those bytes would be). Blocks while the queue is full.
+            ///
+            /// A process killed inside `write` commits nothing; a panic in it
+            /// commits nothing and is passed on. The one message in a lap of
+            /// the ring that is too large to sit in one piece at its end is
+            /// written into a buffer first and copied.
+            pub fn put_with(&self, len: usize, write: impl FnOnce(&mut [u8])) -> Result<()> {
+                self.put_with_until(len, None, write)
+            }
+
+            /// As [`put_with`](Self::put_with), waiting at most `timeout`
+            /// for room (`Full` at the deadline, and `write` is not called).
+            pub fn put_with_timeout(&self, len: usize, timeout: Duration, write: impl FnOnce(&mut [u8])) -> Result<()> {
+                self.put_with_until(len, Some(&Deadline::after(timeout)), write)
+            }
+
+            fn put_with_until(&self, len: usize, deadline: Option<&Deadline>, write: impl FnOnce(&mut [u8])) -> Result<()> {
+                // The frame is postcard's encoding of a Vec<u8>: its length
+                // as a varint, then the bytes.
+                let mut prefix = [0u8; 10];
+                let prefix = postcard::to_slice(&len, &mut prefix).map_err(|e| Error::Encode { detail: e.to_string() })?;
+                let total = prefix.len() + len;
+                self.put_raw(total, deadline, |a, b| {
+                    if b.is_empty() {
+                        a[..prefix.len()].copy_from_slice(prefix);
+                        write(&mut a[prefix.len()..]);
+                    } else {
+                        let mut frame = vec![0u8; total];
+                        frame[..prefix.len()].copy_from_slice(prefix);
+                        write(&mut frame[prefix.len()..]);
+                        a.copy_from_slice(&frame[..a.len()]);
+                        b.copy_from_slice(&frame[a.len()..]);
+                    }
+                })
+            }
+
+            /// Takes the oldest message and hands its bytes to `read` where
+            /// they lie in the ring (zero-copy), blocking while the queue is
+            /// empty. Returns what `read` returns.
+            ///
+            /// A process killed inside `read` loses that message, which is
+            /// never delivered again; no other message is affected. A message
+            /// that is not a byte string (put by a build with another type)
+            /// is consumed and reported as `Decode`.
+            pub fn get_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+                self.get_with_until(None, read)?.ok_or(Error::Disconnected)
+            }
+
+            /// As [`get_with`](Self::get_with), waiting at most `timeout`;
+            /// `Ok(None)` (and `read` is not called) if none came.
+            pub fn get_with_timeout<R>(&self, timeout: Duration, read: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+                self.get_with_until(Some(&Deadline::after(timeout)), read)
+            }
+
+            fn get_with_until<R>(&self, deadline: Option<&Deadline>, read: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+                let mut read = Some(read);
+                let got = self.get_raw(deadline, true, |a, b| {
+                    let read = read.take().expect("a record is read once");
+                    if b.is_empty() {
+                        frame_bytes(a).map(read)
+                    } else {
+                        let joined = [a, b].concat();
+                        frame_bytes(&joined).map(read)
+                    }
+                })?;
+                got.transpose()
             }
         }
 
@@ -191,6 +321,16 @@ macro_rules! named_queue {
             }
         }
     };
+}
+
+/// The bytes of a `Vec<u8>` message's frame (its varint length checked).
+fn frame_bytes(frame: &[u8]) -> Result<&[u8]> {
+    let (len, rest): (usize, &[u8]) =
+        postcard::take_from_bytes(frame).map_err(|e| Error::Decode { detail: e.to_string() })?;
+    if len != rest.len() {
+        return Err(Error::Decode { detail: format!("a {}-byte frame announces {len} bytes", rest.len()) });
+    }
+    Ok(rest)
 }
 
 named_queue!(

@@ -47,6 +47,9 @@ use crate::error::{Error, Result};
 use crate::raw::RawLock;
 use crate::segment::Segment;
 
+/// This module's crash points (see [`crate::crash`]).
+pub(crate) const CRASH_POINTS: &[&str] = &["dict.commit.written", "dict.commit.flipped"];
+
 /// One entry: postcard bytes of a key and of its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -230,8 +233,9 @@ impl<'a> View<'a> {
         Error::Corrupt { name: self.name.to_string(), detail }
     }
 
-    /// Under the lock: the active half's index and its entries, checked.
-    fn load(&self, _held: &Held<'_>) -> Result<(usize, Vec<Entry>)> {
+    /// Under the lock: the active half's index, entry count and bytes,
+    /// checked against the half's size.
+    fn active<'h>(&'h self, _held: &'h Held<'_>) -> Result<(usize, usize, &'h [u8])> {
         // Acquire: pairs with the Release store of the writer that made this
         // half active (the lock already orders it; this also serves readers
         // that look without the lock, such as Debug).
@@ -246,10 +250,39 @@ impl<'a> View<'a> {
         }
         // SAFETY: half `active` lies in the mapping (`half` is clamped to the
         // trailing bytes, `len <= half`) and lives as long as `self`. We hold
-        // the lock, and nobody writes the active half even under the lock, so
-        // nothing changes these bytes while the slice lives (it ends with
-        // this function).
+        // the lock (the slice cannot outlive `_held`), and nobody writes the
+        // active half even under the lock, so nothing changes these bytes
+        // while the slice lives.
         let bytes = unsafe { std::slice::from_raw_parts(self.ptr.add(active * self.half), len) };
+        Ok((active, count, bytes))
+    }
+
+    /// Under the lock: the value bytes of `key`, found by walking the
+    /// encoded entries in place (no decoding of the map, no allocation but
+    /// the copy of the value found).
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let held = self.table.lock();
+        let (_, count, bytes) = self.active(&held)?;
+        let mut cursor = Cursor { bytes, at: 0, view: self };
+        let n = cursor.length()?;
+        if n != count {
+            return Err(self.corrupt(format!("its active half holds {n} entries but records {count}")));
+        }
+        for _ in 0..n {
+            let (k, v) = (cursor.field()?, cursor.field()?);
+            match k.cmp(key) {
+                std::cmp::Ordering::Equal => return Ok(Some(v.to_vec())),
+                // Entries are sorted by key bytes: it is not there.
+                std::cmp::Ordering::Greater => return Ok(None),
+                std::cmp::Ordering::Less => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Under the lock: the active half's index and its entries, checked.
+    fn load(&self, held: &Held<'_>) -> Result<(usize, Vec<Entry>)> {
+        let (active, count, bytes) = self.active(held)?;
         let entries: Vec<Entry> =
             codec::decode(bytes).map_err(|e| self.corrupt(format!("its active half does not decode: {e}")))?;
         if entries.len() != count {
@@ -280,9 +313,11 @@ impl<'a> View<'a> {
             unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.ptr.add(next * self.half), buf.len()) };
             // Relaxed: ordered before the flip by the Release store below.
             self.table.state[next].store(pack(count, len), Ordering::Relaxed);
+            crash_point!("dict.commit.written");
             // The commit. Release: whoever reads the new `active` with
             // Acquire sees the half's bytes and its state word.
             self.table.active.store(next as u32, Ordering::Release);
+            crash_point!("dict.commit.flipped");
             Ok(())
         })
     }
@@ -316,6 +351,41 @@ impl<'a> View<'a> {
             a @ (0 | 1) => unpack(self.table.state[a as usize].load(Ordering::Acquire)).0,
             _ => 0,
         }
+    }
+}
+
+/// A walk through an encoded half: postcard's varint lengths and the bytes
+/// they announce, each checked against what is left.
+struct Cursor<'b, 'v> {
+    bytes: &'b [u8],
+    at: usize,
+    view: &'v View<'v>,
+}
+
+impl<'b> Cursor<'b, '_> {
+    fn corrupt(&self, what: &str) -> Error {
+        self.view.corrupt(format!("its active half does not decode: {what} at byte {}", self.at))
+    }
+
+    /// The next varint length.
+    fn length(&mut self) -> Result<usize> {
+        let rest = &self.bytes[self.at..];
+        let (n, after): (usize, &[u8]) = postcard::take_from_bytes(rest).map_err(|_| self.corrupt("a bad length"))?;
+        self.at += rest.len() - after.len();
+        Ok(n)
+    }
+
+    /// The next length-prefixed byte string.
+    fn field(&mut self) -> Result<&'b [u8]> {
+        let len = self.length()?;
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| self.corrupt("a length past its end"))?;
+        let field = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(field)
     }
 }
 

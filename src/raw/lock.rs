@@ -457,6 +457,16 @@ impl RawLock {
         }
         recovered
     }
+
+    /// As [`lock_recovering`](Self::lock_recovering), waiting at most until
+    /// `deadline`: `None` if the lock could not be had by then.
+    pub(crate) fn lock_recovering_until(&self, deadline: &Deadline) -> Option<bool> {
+        let recovered = self.0.try_lock_until(pthread::Kind::ErrorCheck, deadline)?.is_poisoned();
+        if recovered {
+            self.clear_poison();
+        }
+        Some(recovered)
+    }
 }
 
 raw_lock!(

@@ -26,6 +26,7 @@ mod lock;
 mod semaphore;
 mod sleep;
 mod spin;
+pub(crate) use sleep::{Sleeper, Woke};
 pub(crate) use spin::{Spin, SpinWait};
 
 pub use barrier::{BarrierWaitResult, Broken, RawBarrier, MAX_PARTIES};

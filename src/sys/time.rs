@@ -66,6 +66,15 @@ impl Deadline {
         self.remaining().is_zero()
     }
 
+    /// The later of two deadlines.
+    pub fn later<'a>(&'a self, other: &'a Deadline) -> &'a Deadline {
+        if std::ptr::eq(self.earlier(other), self) {
+            other
+        } else {
+            self
+        }
+    }
+
     /// The earlier of two deadlines.
     pub fn earlier<'a>(&'a self, other: &'a Deadline) -> &'a Deadline {
         if (self.ts.tv_sec, self.ts.tv_nsec) <= (other.ts.tv_sec, other.ts.tv_nsec) {
