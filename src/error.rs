@@ -217,6 +217,13 @@ pub enum Error {
     #[error("Pool::join called on a pool that is still open; call close() or terminate() first")]
     PoolNotClosed,
 
+    /// The running kernel lacks a facility this call needs.
+    #[error("this kernel cannot do it: {detail}")]
+    Unsupported {
+        /// What is missing, and from which kernel version it exists.
+        detail: String,
+    },
+
     /// An operating system call failed in a way no other variant describes.
     #[error("{op} failed for '{name}': {source}")]
     Os {

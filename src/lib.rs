@@ -60,6 +60,7 @@ pub mod process;
 pub mod raw;
 mod segment;
 mod sys;
+pub mod wait;
 
 pub use data::{
     pipe, pipe_oneway, Connection, Dict, JoinableQueue, Namespace, Pool, PoolBuilder, Queue, Receiver, Sender,
@@ -71,6 +72,7 @@ pub use named::{
 };
 pub use process::{current, log_to_stderr, Process, Run};
 pub use raw::BarrierWaitResult;
+pub use wait::{wait_all, wait_any, Waitable};
 
 /// Support for this crate's own tests and tools; not a stable API.
 #[doc(hidden)]

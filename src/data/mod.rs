@@ -11,7 +11,7 @@ mod namespace;
 mod pipe;
 mod pool;
 mod queue;
-mod ring;
+pub(crate) mod ring;
 mod table;
 
 pub use dict::Dict;

@@ -167,6 +167,9 @@ pub enum PutError {
     TooLarge { max: usize },
     /// No room before the deadline.
     Full,
+    /// The producers' lock was not to be had before the deadline (another
+    /// producer holds it, perhaps stopped inside its critical section).
+    Busy,
     /// The ring's shared words make no sense.
     Corrupt(String),
 }
@@ -175,6 +178,8 @@ pub enum PutError {
 pub enum GetError {
     /// No message before the deadline.
     Empty,
+    /// The consumers' lock was not to be had before the deadline.
+    Busy,
     /// The ring's shared words make no sense.
     Corrupt(String),
 }
@@ -198,6 +203,13 @@ pub struct View<'a> {
     data: *mut u8,
     cap: usize,
 }
+
+// SAFETY: a View is a shared reference to the ring (Sync) and the address of
+// its bytes in a shared mapping, which it only touches under the ring's side
+// locks as the module docs describe; any thread may do that.
+unsafe impl Send for View<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for View<'_> {}
 
 impl Ring {
     /// Initialises an empty ring over `capacity` bytes (a multiple of 8).
@@ -259,6 +271,20 @@ impl Ring {
         let done = self.done.load(Ordering::SeqCst);
         let (puts, _) = unpack(self.put.word.load(Ordering::SeqCst));
         puts.wrapping_sub(done)
+    }
+
+    /// Whether a message is committed and not taken (a lock-free look, for
+    /// waiters; reads only the two sides' counts).
+    pub fn has_message(&self) -> bool {
+        let (gets, _) = unpack(self.get.word.load(Ordering::SeqCst));
+        let (puts, _) = unpack(self.put.word.load(Ordering::SeqCst));
+        puts != gets
+    }
+
+    /// Whether a message of `len` bytes would fit now in this ring taken as
+    /// `cap` bytes long (a lock-free look, for waiters).
+    pub fn has_room_for(&self, cap: usize, len: usize) -> bool {
+        View { ring: self, data: std::ptr::null_mut(), cap }.room_for(record_size(len))
     }
 
     /// Marks one task done. `false` if more were done than put.
@@ -393,7 +419,7 @@ impl<'a> View<'a> {
                 Ok(None) => {}
             }
             if deadline.is_some_and(Deadline::has_passed) {
-                return Err(PutError::Full);
+                return Err(if self.room_for(need) { PutError::Busy } else { PutError::Full });
             }
             if spin.spin() {
                 continue;
@@ -409,6 +435,7 @@ impl<'a> View<'a> {
                         self.ring.not_empty.notify(false);
                         Ok(())
                     }
+                    Ok(None) if self.room_for(need) => Err(PutError::Busy),
                     Ok(None) => Err(PutError::Full),
                     Err(e) => Err(e),
                 };
@@ -542,6 +569,7 @@ impl<'a> View<'a> {
         let mut spin = SpinWait::new(Spin::Ring, deadline);
         let mut sleeper = Sleeper::new();
         let mut slept = false;
+        let mut busy = false;
         loop {
             if self.has_message() {
                 let locked = match lock_by {
@@ -551,6 +579,7 @@ impl<'a> View<'a> {
                     }
                     Some(d) => self.lock_consumers_until(d).is_some(),
                 };
+                busy = !locked;
                 if locked {
                     let got = self.take(in_place, &mut read);
                     // SAFETY: locked just above on this thread.
@@ -570,7 +599,7 @@ impl<'a> View<'a> {
                 }
             }
             if deadline.is_some_and(Deadline::has_passed) {
-                return Err(GetError::Empty);
+                return Err(if busy { GetError::Busy } else { GetError::Empty });
             }
             if spin.spin() {
                 continue;
@@ -588,11 +617,66 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The room a queue must have to count as writable: one small message
+    /// (8 encoded bytes).
+    pub const WRITABLE_ROOM: usize = HEADER + HEADER;
+
+    /// For waiting on many objects and for async waits: marks a getter
+    /// asleep and returns the word and the value to sleep on, or `None` if a
+    /// message is there.
+    pub fn arm_readable(&self) -> Option<(&'a AtomicU32, u32)> {
+        let seen = self.ring.not_empty.register();
+        (!self.has_message()).then_some((&self.ring.not_empty.seq, seen))
+    }
+
+    /// As [`arm_readable`](Self::arm_readable), for room for one small
+    /// message ([`WRITABLE_ROOM`](Self::WRITABLE_ROOM)).
+    pub fn arm_writable(&self) -> Option<(&'a AtomicU32, u32)> {
+        let seen = self.ring.not_full.register();
+        (!self.room_for(Self::WRITABLE_ROOM)).then_some((&self.ring.not_full.seq, seen))
+    }
+
+    /// Whether room for one small message is free now (a lock-free look).
+    pub fn is_writable(&self) -> bool {
+        self.room_for(Self::WRITABLE_ROOM)
+    }
+
+    /// After a waiter that may have absorbed a getter's wake went away
+    /// without a message: if messages are left, wake the next getter.
+    pub fn pass_on_readable(&self) {
+        if self.has_message() {
+            self.ring.not_empty.notify(false);
+        }
+    }
+
     /// Whether a message is committed and not taken (a lock-free look).
-    fn has_message(&self) -> bool {
-        let (gets, _) = unpack(self.ring.get.word.load(Ordering::SeqCst));
-        let (puts, _) = unpack(self.ring.put.word.load(Ordering::SeqCst));
-        puts != gets
+    pub fn has_message(&self) -> bool {
+        self.ring.has_message()
+    }
+
+    /// For an async put or get whose side's lock was busy: marks a sleeper
+    /// on that lock's word and returns the word and the value to sleep on,
+    /// or `None` if it is free now.
+    pub fn arm_lock(&self, producers: bool) -> Option<(&'a AtomicU32, u32)> {
+        let side = if producers { &self.ring.put } else { &self.ring.get };
+        side.lock.arm()
+    }
+
+    /// As [`arm_readable`](Self::arm_readable), for room for a message of
+    /// `len` bytes.
+    pub fn arm_room(&self, len: usize) -> Option<(&'a AtomicU32, u32)> {
+        let seen = self.ring.not_full.register();
+        (!self.room_for(record_size(len))).then_some((&self.ring.not_full.seq, seen))
+    }
+
+    /// The shared state.
+    pub fn ring(&self) -> &'a Ring {
+        self.ring
+    }
+
+    /// The ring's size this handle uses.
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
 
     /// Takes the consumers' lock; if its holder died inside a `get_with`

@@ -78,13 +78,13 @@ impl Builder<Barrier> {
 }
 
 impl Barrier {
-    fn raw(&self) -> &RawBarrier {
+    pub(crate) fn raw(&self) -> &RawBarrier {
         self.seg.object()
     }
 
     /// The error for a wait that found the barrier broken: `Corrupt` when
     /// its shared state makes no sense (then `reset` repairs it).
-    fn broken(&self) -> Error {
+    pub(crate) fn broken(&self) -> Error {
         match self.raw().check() {
             Err(detail) => Error::Corrupt { name: self.name().to_string(), detail },
             Ok(()) => Error::BrokenBarrier { name: self.name().to_string() },

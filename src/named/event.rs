@@ -41,7 +41,7 @@ impl Layout for Event {
 named_lifecycle!(Event {});
 
 impl Event {
-    fn raw(&self) -> &RawEvent {
+    pub(crate) fn raw(&self) -> &RawEvent {
         self.seg.object()
     }
 

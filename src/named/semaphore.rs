@@ -90,11 +90,11 @@ macro_rules! named_semaphore {
         }
 
         impl $ty {
-            fn raw(&self) -> &RawSemaphore {
+            pub(crate) fn raw(&self) -> &RawSemaphore {
                 self.seg.object()
             }
 
-            fn permit(&self) -> Permit<'_> {
+            pub(crate) fn permit(&self) -> Permit<'_> {
                 Permit { sem: self.raw(), name: self.name() }
             }
 

@@ -97,11 +97,13 @@ pub struct Process {
     daemon: bool,
     method: Mutex<Option<Method>>,
     pid: OnceLock<u32>,
+    /// A pidfd for the child, opened at `start`.
+    pidfd: OnceLock<std::os::fd::OwnedFd>,
 }
 
 impl Process {
     fn with_method(name: String, method: Method) -> Process {
-        Process { name, daemon: false, method: Mutex::new(Some(method)), pid: OnceLock::new() }
+        Process { name, daemon: false, method: Mutex::new(Some(method)), pid: OnceLock::new(), pidfd: OnceLock::new() }
     }
 
     /// A process that will run `target` in a forked child. It is named
@@ -194,6 +196,14 @@ impl Process {
             Method::Spawn { entry, args } => spawn::start(&entry, &args, &self.name, self.daemon)?,
         };
         let _ = self.pid.set(pid);
+        match child::pidfd(pid) {
+            Ok(fd) => {
+                let _ = self.pidfd.set(fd);
+            }
+            Err(e) => {
+                log::warn!("shmsync: no pidfd for process '{}' ({e}); its as_fd() will not signal its end", self.name)
+            }
+        }
         Ok(())
     }
 
@@ -268,6 +278,20 @@ impl Process {
     /// Sends `SIGKILL`. Its exit code becomes -9.
     pub fn kill(&self) -> Result<()> {
         children::signal(self.started_pid("kill")?, Signal::SIGKILL)
+    }
+}
+
+impl std::os::fd::AsFd for Process {
+    /// A pidfd for the child, readable (`POLLIN`) once it has ended: wait for
+    /// it with `poll`, epoll, mio or tokio's `AsyncFd`, then `join` (which
+    /// returns at once). Before `start` (or if the kernel gave no pidfd), one
+    /// shared descriptor that never becomes readable: ask after starting.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        static NEVER: OnceLock<std::os::fd::OwnedFd> = OnceLock::new();
+        let fd = self.pidfd.get().unwrap_or_else(|| {
+            NEVER.get_or_init(|| child::eventfd().unwrap_or_else(|e| panic!("shmsync: cannot make an eventfd: {e}")))
+        });
+        std::os::fd::AsFd::as_fd(fd)
     }
 }
 

@@ -108,8 +108,10 @@ pub struct RawBarrier {
 }
 
 /// Where a party stands after arriving.
-enum Arrival {
+pub(crate) enum Arrival {
+    /// It arrived last: the generation is over.
     Leader(BarrierWaitResult),
+    /// It waits for generation `gen` to end.
     Waiting { gen: u64, index: u32, breaks_seen: u64 },
 }
 
@@ -206,8 +208,9 @@ impl RawBarrier {
         self.wait_until(Some(&Deadline::after(timeout)))
     }
 
-    pub(crate) fn wait_until(&self, deadline: Option<&Deadline>) -> Result<BarrierWaitResult, Broken> {
-        let arrival = self.locked(|state| {
+    /// Arrives (counts this party) in the current generation.
+    pub(crate) fn arrive(&self) -> Result<Arrival, Broken> {
+        self.locked(|state| {
             let index = count_of(state);
             if state & BROKEN != 0 || index >= self.parties {
                 return Err(Broken);
@@ -221,7 +224,19 @@ impl RawBarrier {
             self.state.store(pack(index + 1, false), Ordering::Release);
             crash_point!("barrier.wait.arrived");
             Ok(Arrival::Waiting { gen, index, breaks_seen: self.broken_count.load(Ordering::Relaxed) })
-        })?;
+        })
+    }
+
+    /// For waiting on many objects and for async waits: marks a sleeper and
+    /// returns the word and the value to sleep on, or `None` if generation
+    /// `gen` has ended.
+    pub(crate) fn arm(&self, gen: u64) -> Option<(&AtomicU32, u32)> {
+        let seen = self.seq.fetch_or(SLEEPERS, Ordering::SeqCst) | SLEEPERS;
+        (self.gen.load(Ordering::SeqCst) == gen).then_some((&self.seq, seen))
+    }
+
+    pub(crate) fn wait_until(&self, deadline: Option<&Deadline>) -> Result<BarrierWaitResult, Broken> {
+        let arrival = self.arrive()?;
         let (gen, index, breaks_seen) = match arrival {
             Arrival::Leader(leader) => return Ok(leader),
             Arrival::Waiting { gen, index, breaks_seen } => (gen, index, breaks_seen),
@@ -255,7 +270,7 @@ impl RawBarrier {
 
     /// How generation `gen`, which has ended, ended for the party that
     /// arrived `index`-th and saw `breaks_seen` breaks recorded on arrival.
-    fn outcome(&self, gen: u64, index: u32, breaks_seen: u64) -> Result<BarrierWaitResult, Broken> {
+    pub(crate) fn outcome(&self, gen: u64, index: u32, breaks_seen: u64) -> Result<BarrierWaitResult, Broken> {
         let passed = Ok(BarrierWaitResult { index, leader: false });
         // Acquire, after the Acquire load of `gen` that saw it move: the
         // records made before that store are visible.

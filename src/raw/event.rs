@@ -127,6 +127,35 @@ impl RawEvent {
         self.is_set() || self.wait_until(Some(&Deadline::after(timeout)))
     }
 
+    /// For waiting on many objects and for async waits: marks a sleeper and
+    /// returns the word and the value to sleep on, or `None` if the flag is
+    /// set (or the generation moved past `gen`, when given).
+    pub(crate) fn arm(&self, gen: Option<u32>) -> Option<(&AtomicU32, u32)> {
+        loop {
+            let v = self.word.load(Ordering::Acquire);
+            if v & SET != 0 || gen.is_some_and(|g| v & !(SET | WAITERS) != g) {
+                return None;
+            }
+            if v & WAITERS != 0
+                || self.word.compare_exchange_weak(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                return Some((&self.word, v | WAITERS));
+            }
+        }
+    }
+
+    /// The generation now (for a wait that must also see set-then-clear
+    /// pulses, as `wait` does).
+    pub(crate) fn generation(&self) -> u32 {
+        self.word.load(Ordering::Acquire) & !(SET | WAITERS)
+    }
+
+    /// Whether the flag is set or the generation moved past `gen`.
+    pub(crate) fn signalled_since(&self, gen: u32) -> bool {
+        let v = self.word.load(Ordering::Acquire);
+        v & SET != 0 || v & !(SET | WAITERS) != gen
+    }
+
     /// The shared slow path of every wait.
     pub(crate) fn wait_until(&self, deadline: Option<&Deadline>) -> bool {
         let start = self.word.load(Ordering::Acquire);

@@ -252,6 +252,24 @@ impl Robust {
         }
     }
 
+    /// For async waits: if the lock is held, marks a sleeper on its word
+    /// (`FUTEX_WAITERS`, so the unlock wakes) and returns the word and the
+    /// value to sleep on; `None` if it is free.
+    fn arm(&self) -> Option<(&AtomicU32, u32)> {
+        let word = self.word();
+        loop {
+            let seen = word.load(Ordering::Relaxed);
+            if seen & pthread::TID_MASK == 0 {
+                return None;
+            }
+            if seen & pthread::WAITERS != 0
+                || word.compare_exchange(seen, seen | pthread::WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                return Some((word, seen | pthread::WAITERS));
+            }
+        }
+    }
+
     /// After a slice of sleep on a lock that stayed held: if the owner the
     /// word names is gone, mark the word as the kernel would have.
     #[cold]
@@ -456,6 +474,11 @@ impl RawLock {
             self.clear_poison();
         }
         recovered
+    }
+
+    /// For async waits on a busy lock: see `Robust::arm`.
+    pub(crate) fn arm(&self) -> Option<(&AtomicU32, u32)> {
+        self.0.arm()
     }
 
     /// As [`lock_recovering`](Self::lock_recovering), waiting at most until

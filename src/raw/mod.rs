@@ -29,6 +29,7 @@ mod spin;
 pub(crate) use sleep::{Sleeper, Woke};
 pub(crate) use spin::{Spin, SpinWait};
 
+pub(crate) use barrier::Arrival;
 pub use barrier::{BarrierWaitResult, Broken, RawBarrier, MAX_PARTIES};
 pub use condition::{RawCondition, SLOTS as CONDITION_SLOTS};
 pub use event::RawEvent;

@@ -177,9 +177,26 @@ impl RawSemaphore {
         }
     }
 
-    /// After a sleeper took a unit: if units are left and others may sleep,
-    /// wake the next, in case the wake meant for them went to us.
-    fn pass_on(&self) {
+    /// For waiting on many objects and for async waits: marks a sleeper and
+    /// returns the word and the value to sleep on, or `None` if a unit is free.
+    pub(crate) fn arm(&self) -> Option<(&AtomicU32, u32)> {
+        loop {
+            let v = self.value.load(Ordering::Relaxed);
+            if v & UNITS > 0 {
+                return None;
+            }
+            if v & SLEEPERS != 0
+                || self.value.compare_exchange_weak(v, v | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                return Some((&self.value, v | SLEEPERS));
+            }
+        }
+    }
+
+    /// After a sleeper took a unit, or a waiter that may have absorbed a
+    /// wake left without one: if units are left and others may sleep, wake
+    /// the next, in case the wake meant for them went to us.
+    pub(crate) fn pass_on(&self) {
         let v = self.value.load(Ordering::Relaxed);
         if v & UNITS > 0 && v & SLEEPERS != 0 {
             self.wake_one();

@@ -75,11 +75,42 @@ impl Sleeper {
     /// Sleeps while `*word == expected`, for at most one slice and never
     /// past `deadline`.
     pub(crate) fn sleep(&mut self, word: &AtomicU32, expected: u32, deadline: Option<&Deadline>) -> Woke {
+        self.sleep_at(word, expected, deadline)
+    }
+
+    /// As [`sleep`](Self::sleep), for a word known only by its address (the
+    /// kernel alone reads it; see `futex::wait_at`).
+    pub(crate) fn sleep_at(&mut self, word: *const AtomicU32, expected: u32, deadline: Option<&Deadline>) -> Woke {
         let slice = Deadline::after(self.slice);
         let until = deadline.map_or(&slice, |d| d.earlier(&slice));
-        if futex::wait(word, expected, Some(until)) {
+        if futex::wait_at(word, expected, Some(until)) {
             Woke::Signalled
-        } else if deadline.is_some_and(Deadline::has_passed) {
+        } else {
+            self.timed_out(deadline)
+        }
+    }
+
+    /// Sleeps while every word holds its expected value (one `futex_waitv`),
+    /// for at most one slice and never past `deadline`. `None` if the kernel
+    /// cannot wait on many words.
+    pub(crate) fn sleep_many(
+        &mut self,
+        words: &[(*const AtomicU32, u32)],
+        deadline: Option<&Deadline>,
+    ) -> Option<Woke> {
+        let slice = Deadline::after(self.slice);
+        let until = deadline.map_or(&slice, |d| d.earlier(&slice));
+        match futex::wait_many(words, Some(until)) {
+            futex::Many::Woken(_) | futex::Many::Changed => Some(Woke::Signalled),
+            futex::Many::TimedOut => Some(self.timed_out(deadline)),
+            futex::Many::Unsupported => None,
+        }
+    }
+
+    /// After a sleep that ran to its end: the caller's deadline, or the end
+    /// of a slice (and the next is longer).
+    fn timed_out(&mut self, deadline: Option<&Deadline>) -> Woke {
+        if deadline.is_some_and(Deadline::has_passed) {
             Woke::Deadline
         } else {
             self.slice = overridden().unwrap_or((self.slice * 2).min(RECHECK));

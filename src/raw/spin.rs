@@ -60,9 +60,11 @@ pub(crate) enum Spin {
     Barrier,
     /// Waiting for a queue's ring to change.
     Ring,
+    /// Waiting on several objects at once (`wait_any`, `wait_all`).
+    Many,
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 thread_local! {
     /// This thread's spin budget for each kind of wait, in pauses.

@@ -97,9 +97,8 @@ pub fn try_reap(pid: u32) -> Result<Option<i32>, Errno> {
     }
 }
 
-/// Sleeps until `pid` has ended (without reaping it), or `deadline` passes.
-/// Returns whether it ended. Uses a pidfd so the wait is a real sleep.
-pub fn await_exit(pid: u32, deadline: Option<&Deadline>) -> Result<bool, Errno> {
+/// A pidfd for `pid`: readable (`POLLIN`) once the process has ended.
+pub fn pidfd(pid: u32) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor
     // that we own, or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -107,7 +106,40 @@ pub fn await_exit(pid: u32, deadline: Option<&Deadline>) -> Result<bool, Errno> 
         return Err(Errno::last());
     }
     // SAFETY: the descriptor was just returned to us and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// An eventfd (close-on-exec): readable once written, which nothing here
+/// does unless the caller writes it.
+pub fn eventfd() -> Result<OwnedFd, Errno> {
+    // SAFETY: eventfd takes an initial value and flags; it returns a new
+    // descriptor that we own, or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the descriptor was just returned to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter, making it readable.
+pub fn eventfd_signal(fd: &OwnedFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes 8 bytes from a live buffer to a descriptor we own.
+    let _ = unsafe { libc::write(std::os::fd::AsRawFd::as_raw_fd(fd), one.as_ptr().cast(), one.len()) };
+}
+
+/// Empties an eventfd's counter (it is non-blocking).
+pub fn eventfd_drain(fd: &OwnedFd) {
+    let mut buf = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a live buffer from a descriptor we own.
+    let _ = unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(fd), buf.as_mut_ptr().cast(), buf.len()) };
+}
+
+/// Sleeps until `pid` has ended (without reaping it), or `deadline` passes.
+/// Returns whether it ended. Uses a pidfd so the wait is a real sleep.
+pub fn await_exit(pid: u32, deadline: Option<&Deadline>) -> Result<bool, Errno> {
+    let fd = pidfd(pid)?;
     loop {
         let timeout = match deadline {
             None => nix::poll::PollTimeout::NONE,

@@ -21,18 +21,25 @@ use super::time::Deadline;
 /// own condition either way. `EINTR` is retried with the same absolute
 /// deadline, so a signal never extends the wait.
 pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<&Deadline>) -> bool {
+    wait_at(word, expected, deadline)
+}
+
+/// As [`wait`], for a word known only by its address: the kernel alone reads
+/// it, and an address that is no longer mapped makes the call return `true`
+/// (`EFAULT`: look again) rather than fault.
+pub fn wait_at(word: *const AtomicU32, expected: u32, deadline: Option<&Deadline>) -> bool {
     let timeout = deadline.map_or(std::ptr::null(), |d| d.as_timespec() as *const libc::timespec);
     loop {
-        // SAFETY: `word` is a live reference to a 4-byte aligned AtomicU32, so
-        // the kernel reads a valid futex word; it lives in a mapping the caller
-        // keeps alive for the whole call. `timeout` is null or points to a
-        // normalised timespec that outlives the call. FUTEX_WAIT_BITSET takes an
-        // absolute CLOCK_MONOTONIC time; uaddr2 is unused and the bitset
-        // matches any waker.
+        // SAFETY: the kernel reads the 4-byte word at `word` (an unmapped
+        // address is EFAULT, not a fault here); no Rust reference to it is
+        // made. `timeout` is null or points to a normalised timespec that
+        // outlives the call. FUTEX_WAIT_BITSET takes an absolute
+        // CLOCK_MONOTONIC time; uaddr2 is unused and the bitset matches any
+        // waker.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_futex,
-                word.as_ptr(),
+                word,
                 libc::FUTEX_WAIT_BITSET,
                 expected,
                 timeout,
@@ -46,7 +53,7 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<&Deadline>) -> boo
         match Errno::last() {
             Errno::EINTR => continue,
             Errno::ETIMEDOUT => return false,
-            Errno::EAGAIN => return true,
+            Errno::EAGAIN | Errno::EFAULT => return true,
             e => super::fail("futex(FUTEX_WAIT_BITSET)", e as i32),
         }
     }
@@ -83,6 +90,63 @@ pub fn wake_all(word: &AtomicU32) -> u32 {
     wake(word, u32::MAX)
 }
 
+/// The most words one [`wait_many`] sleeps on (the kernel's `FUTEX_WAITV_MAX`).
+pub const WAIT_MANY_MAX: usize = libc::FUTEX_WAITV_MAX as usize;
+
+/// How a [`wait_many`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Many {
+    /// The word at this index was woken.
+    Woken(usize),
+    /// A word did not hold its expected value (or a spurious return): look
+    /// at them all again.
+    Changed,
+    /// The deadline passed.
+    TimedOut,
+    /// The kernel has no `futex_waitv` (before Linux 5.16).
+    Unsupported,
+}
+
+/// Sleeps until one of the `words` is woken, provided each holds its
+/// expected value when the call starts, or until `deadline`: one
+/// `futex_waitv` syscall over shared 32-bit futexes.
+///
+/// Each address only has to be readable by the kernel at the time of the
+/// call: an address that is not mapped makes it return `Changed` (`EFAULT`),
+/// never a fault in this process.
+pub fn wait_many(words: &[(*const AtomicU32, u32)], deadline: Option<&Deadline>) -> Many {
+    let n = words.len().min(WAIT_MANY_MAX);
+    // SAFETY: futex_waitv is plain integers; all-zero bytes are valid.
+    let mut entries: [libc::futex_waitv; WAIT_MANY_MAX] = unsafe { std::mem::zeroed() };
+    for (e, &(word, expected)) in entries.iter_mut().zip(&words[..n]) {
+        e.val = u64::from(expected);
+        e.uaddr = word as u64;
+        // Shared (no FUTEX2_PRIVATE): waiters and wakers are in different
+        // processes.
+        e.flags = libc::FUTEX2_SIZE_U32 as u32;
+    }
+    let timeout = deadline.map_or(std::ptr::null(), |d| d.as_timespec() as *const libc::timespec);
+    loop {
+        // SAFETY: the first `n` entries are initialised futex_waitv records;
+        // the kernel only reads them and the addresses they name (failing
+        // with EFAULT for an unmapped one). `timeout` is null or an absolute
+        // CLOCK_MONOTONIC time that outlives the call.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_futex_waitv, entries.as_ptr(), n as libc::c_uint, 0, timeout, libc::CLOCK_MONOTONIC)
+        };
+        if rc >= 0 {
+            return Many::Woken(rc as usize);
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            Errno::ETIMEDOUT => return Many::TimedOut,
+            Errno::EAGAIN | Errno::EFAULT => return Many::Changed,
+            Errno::ENOSYS => return Many::Unsupported,
+            e => super::fail("futex_waitv", e as i32),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +164,25 @@ mod tests {
     fn wait_times_out() {
         let w = AtomicU32::new(0);
         assert!(!wait(&w, 0, Some(&Deadline::after(Duration::from_millis(10)))));
+    }
+
+    #[test]
+    fn wait_many_sees_changes_and_wakes_and_times_out() {
+        let words = [AtomicU32::new(0), AtomicU32::new(5)];
+        let list = [(&words[0] as *const AtomicU32, 0), (&words[1] as *const AtomicU32, 4)];
+        let soon = Deadline::after(Duration::from_secs(5));
+        assert_eq!(wait_many(&list, Some(&soon)), Many::Changed);
+        let list = [(&words[0] as *const AtomicU32, 0), (&words[1] as *const AtomicU32, 5)];
+        assert_eq!(wait_many(&list, Some(&Deadline::after(Duration::from_millis(5)))), Many::TimedOut);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                words[1].store(6, Ordering::Release);
+                wake_all(&words[1]);
+            });
+            let r = wait_many(&list, Some(&Deadline::after(Duration::from_secs(10))));
+            assert!(r == Many::Woken(1) || r == Many::Changed, "{r:?}");
+        });
     }
 
     #[test]
