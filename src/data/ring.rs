@@ -156,6 +156,22 @@ impl Ring {
         }
     }
 
+    /// Bytes the records take now: a snapshot without the lock, for the
+    /// inspector. Unlike `used`, it is safe on whatever values a damaged
+    /// segment holds (no division by zero, no overflow).
+    pub(crate) fn used_bytes(&self) -> usize {
+        let capacity = self.capacity();
+        let (puts, tail) = unpack(self.produced.load(Ordering::Acquire));
+        let (gets, head) = unpack(self.consumed.load(Ordering::Acquire));
+        if puts == gets || capacity == 0 || capacity > MAX_CAPACITY {
+            return 0;
+        }
+        match (tail % capacity + capacity - head % capacity) % capacity {
+            0 => capacity,
+            n => n,
+        }
+    }
+
     /// Takes the lock. A holder's death is repaired silently: every change
     /// is committed by one store, so the ring is whole; the waiters are woken
     /// in case the dead holder had not.
