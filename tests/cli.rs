@@ -334,7 +334,11 @@ fn truncated_foreign_and_other_users_files_each_get_a_clear_line_and_ls_goes_on(
         assert_eq!(fine[7], "unreadable", "{fine:?}");
         assert!(fine[8].starts_with("permission denied: it belongs to root with mode 0600"), "{fine:?}");
         assert_eq!(rows[&n("f-nobody")][7], "free", "and ls goes on");
-        assert!(as_nobody.stderr.contains("could not be read"), "nobody cannot read root's maps: {}", as_nobody.stderr);
+        assert!(
+            as_nobody.stderr.contains("could not read the mappings"),
+            "nobody cannot read root's maps: {}",
+            as_nobody.stderr
+        );
         let inspect = run_as_nobody(&["inspect", &n("z-fine")]).unwrap();
         assert_eq!(inspect.code, 1);
         assert!(inspect.stdout.contains("permission denied"), "{inspect:?}");

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ls { all, json } => ls(&mut out, all, json),
         Command::Inspect { json, names } => inspect_names(&mut out, &names, json),
-        Command::Rm { names } => rm(&names),
+        Command::Rm { names } => rm(&mut out, &names),
         Command::Gc { dry_run, ephemeral_only, prefixes, json } => {
             let mut opts = GcOptions::new().dry_run(dry_run).ephemeral_only(ephemeral_only);
             for p in &prefixes {
@@ -120,10 +120,14 @@ fn main() -> ExitCode {
             gc(&mut out, &opts, json)
         }
     };
-    let _ = out.flush();
+    let result = result.and_then(|ok| out.flush().map(|()| ok).map_err(Into::into));
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
+        // The reader went away (`shmsync ls | head`): not an error of ours.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("shmsync: {e}");
             ExitCode::from(1)
@@ -168,7 +172,7 @@ fn ls(out: &mut impl Write, all: bool, json: bool) -> Outcome {
             listing.other_files.len()
         );
     }
-    warn_unreadable(listing.unreadable_processes.len());
+    warn_unreadable(&listing.unreadable_processes);
     Ok(true)
 }
 
@@ -219,11 +223,11 @@ fn not_found(e: &Error) -> String {
     }
 }
 
-fn rm(names: &[String]) -> Outcome {
+fn rm(out: &mut impl Write, names: &[String]) -> Outcome {
     let mut ok = true;
     for name in names {
         match inspect::remove(name) {
-            Ok(info) => println!("removed {} ({})", info.name, info.kind.unwrap_or(info.status.word())),
+            Ok(info) => writeln!(out, "removed {} ({})", info.name, info.kind.unwrap_or(info.status.word()))?,
             Err(e) => {
                 ok = false;
                 eprintln!("shmsync: cannot remove '{name}': {}", rm_error(name, &e));
@@ -262,16 +266,23 @@ fn gc(out: &mut impl Write, opts: &GcOptions, json: bool) -> Outcome {
         print_json(out, &doc)?;
     } else {
         render::gc(out, &report)?;
-        warn_unreadable(report.unreadable_processes.len());
+        warn_unreadable(&report.unreadable_processes);
     }
     Ok(failed == 0)
 }
 
-fn warn_unreadable(n: usize) {
-    if n > 0 {
-        eprintln!(
-            "shmsync: the mappings of {n} process(es) could not be read (permission denied); \
-             objects only they map may show as unmapped. Run as root to see every process."
-        );
+fn warn_unreadable(unreadable: &[Unreadable]) {
+    if unreadable.is_empty() {
+        return;
     }
+    let mut pids: Vec<String> = unreadable.iter().take(5).map(|p| p.pid.to_string()).collect();
+    if unreadable.len() > 5 {
+        pids.push(format!("and {} more", unreadable.len() - 5));
+    }
+    eprintln!(
+        "shmsync: could not read the mappings of {} process(es) (pid {}): objects only they map show as \
+         unmapped; gc asks the kernel before it removes anything",
+        unreadable.len(),
+        pids.join(", ")
+    );
 }

@@ -273,12 +273,16 @@ fn collect_without_lease(
 /// Whether the object is debris by what `/proc` shows: `Ok(why it is)` or
 /// `Err(why it is kept)`. [`gc`] then asks the kernel before it acts.
 pub(crate) fn verdict(info: &Info, ephemeral_only: bool) -> std::result::Result<String, String> {
-    let what = if info.temporary {
+    let origin = if info.temporary {
         "an unfinished create"
     } else if info.ephemeral {
         "a K::new() object"
     } else {
         "a named object"
+    };
+    let what = match info.status {
+        Status::Ok | Status::Initialising | Status::Abandoned => origin.to_string(),
+        damaged => format!("{origin} ({})", damaged.word()),
     };
     if !info.status.is_ours() {
         return Err(format!("not known to be a shmsync object ({})", info.status.word()));

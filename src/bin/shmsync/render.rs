@@ -210,30 +210,34 @@ fn lock_lines(lines: &mut Vec<(&'static str, String)>, lock: &LockDetail) {
 /// `shmsync gc`: what was removed (or would be) and why, what failed, and
 /// the objects of dead creators that were kept; then a summary.
 pub fn gc(out: &mut impl Write, report: &GcReport) -> io::Result<()> {
-    for d in &report.decisions {
-        let dead_creator = d.object.creator.is_some_and(|c| !c.alive);
+    let worth = |d: &&shmsync::inspect::Decision| {
+        d.action != Action::Kept || d.object.temporary || d.object.creator.is_some_and(|c| !c.alive)
+    };
+    let lines: Vec<_> = report.decisions.iter().filter(worth).collect();
+    let name_width = lines.iter().map(|d| d.object.name.len()).max().unwrap_or(0);
+    let kind_width = lines.iter().map(|d| d.object.kind.unwrap_or("-").len()).max().unwrap_or(0);
+    for d in &lines {
         let word = match d.action {
             Action::Removed => "removed",
             Action::WouldRemove => "would remove",
             Action::Failed => "failed",
-            Action::Kept if dead_creator || d.object.temporary => "kept",
-            _ => continue,
+            _ => "kept",
         };
-        writeln!(out, "{word:<13}{}  {}  {}", d.object.name, d.object.kind.unwrap_or("-"), d.reason)?;
+        let (name, kind) = (&d.object.name, d.object.kind.unwrap_or("-"));
+        writeln!(out, "{word:<14}{name:<name_width$}  {kind:<kind_width$}  {}", d.reason)?;
     }
     let count = |a| report.with(a).count();
-    let kept_dead =
-        report.with(Action::Kept).filter(|d| d.object.creator.is_some_and(|c| !c.alive) || d.object.temporary).count();
+    let kept = lines.iter().filter(|d| d.action == Action::Kept).count();
     if report.dry_run {
         writeln!(
             out,
-            "gc (dry run): would remove {}, keep {kept_dead} of dead creators; nothing was changed",
+            "gc (dry run): would remove {}, would keep {kept} of dead creators; nothing was changed",
             count(Action::WouldRemove)
         )
     } else {
         writeln!(
             out,
-            "gc: removed {}, kept {kept_dead} of dead creators, failed {}",
+            "gc: removed {}, kept {kept} of dead creators, failed {}",
             count(Action::Removed),
             count(Action::Failed)
         )
