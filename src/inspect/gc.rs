@@ -1,35 +1,6 @@
 //! Removing objects: [`gc`] (the debris of dead processes) and [`remove`]
-//! (one object, by name, only if it is ours).
-//!
-//! An object is debris when both hold:
-//! - its creator is dead: the pid *and* start time recorded in its header
-//!   (or, for a temporary file whose header was never claimed, the pid in
-//!   its name) name no running process, so a recycled pid does not pass for
-//!   the creator;
-//! - no live process maps it: no `/proc/<pid>/maps` names its inode, and
-//!   the kernel confirms that nobody has it open or mapped (below).
-//!
-//! That covers the `K::new()` objects of a killed creator (marked
-//! ephemeral in the header), named objects whose every user is gone, and
-//! the temporary files of a creator killed mid-create. An object that any
-//! live process maps is never removed, whoever created it.
-//!
-//! Before it removes anything, gc asks the kernel: it takes an exclusive
-//! lease on the object (`F_SETLEASE`), which is granted only while no other
-//! process has the object open or mapped, in any pid namespace, whatever
-//! `/proc` lets the caller see. Holding the lease, it renames the object
-//! aside and checks that nobody began to open it meanwhile (an open breaks
-//! the lease); if somebody did, the name is put back, otherwise the object
-//! is unlinked. What remains is an opener that had looked the name up but
-//! not yet reached the file's open in the instant between the rename and
-//! that check: it gets a working object without a name. A dry run takes and drops the same lease, so it reports what a real run
-//! would do.
-//!
-//! Where leases are unavailable (`fs.leases-enable = 0`, or the caller may
-//! not take one), gc falls back on `/proc` alone: then a process whose maps
-//! could not be read is taken to map an object when it runs as the
-//! object's owner or the object's mode lets other users open it (a root
-//! process is taken not to map another user's private object).
+//! (one object, by name, only if it is ours). How gc decides is in the
+//! docs of [`gc`].
 
 use nix::errno::Errno;
 use serde::Serialize;
@@ -131,15 +102,44 @@ impl GcReport {
 }
 
 /// Removes the objects in `/dev/shm` that no live process maps and whose
-/// creator is dead (see the [module docs](self) for how that is decided),
-/// and reports what it removed and why. It never removes an object a live
-/// process maps, nor a file that is not a shmsync object.
+/// creator is dead, and reports what it removed and why. It never removes an
+/// object a live process maps, nor a file that is not a shmsync object.
+///
+/// An object is debris when both hold:
+/// - its creator is dead: the pid *and* start time recorded in its header
+///   (or, for a temporary file whose header was never claimed, the pid in
+///   its name) name no running process, so a recycled pid does not pass for
+///   the creator;
+/// - no live process maps it: no `/proc/<pid>/maps` names its inode, and
+///   the kernel confirms that nobody has it open or mapped (below).
+///
+/// That covers the `K::new()` objects of a killed creator (marked
+/// ephemeral in the header), named objects whose every user is gone, and
+/// the temporary files of a creator killed mid-create. An object that any
+/// live process maps is never removed, whoever created it.
+///
+/// Before it removes anything, gc asks the kernel: it takes an exclusive
+/// lease on the object (`F_SETLEASE`), which is granted only while no other
+/// process has the object open or mapped, in any pid namespace, whatever
+/// `/proc` lets the caller see. Holding the lease, it renames the object
+/// aside and checks that nobody began to open it meanwhile (an open breaks
+/// the lease); if somebody did, the name is put back, otherwise the object
+/// is unlinked. What remains is an opener that had looked the name up but
+/// not yet reached the file's open in the instant between the rename and
+/// that check: it gets a working object without a name. A dry run takes
+/// and drops the same lease, so it reports what a real run would do.
+///
+/// Where leases are unavailable (`fs.leases-enable = 0`, or the caller may
+/// not take one), gc falls back on `/proc` alone: then a process whose maps
+/// could not be read is taken to map an object when it runs as the
+/// object's owner or the object's mode lets other users open it (a root
+/// process is taken not to map another user's private object).
 ///
 /// A long-running service that makes `K::new()` objects, or whose workers
 /// do, runs it now and then, so the objects of workers killed by a signal
 /// (which never reach their drop) do not pile up in `/dev/shm`:
 ///
-/// ```
+/// ```no_run
 /// use std::time::Duration;
 /// use shmsync::inspect::GcOptions;
 ///
@@ -157,13 +157,10 @@ impl GcReport {
 /// }
 ///
 /// // In the service: a thread that collects every minute.
-/// # if false {
 /// std::thread::spawn(|| loop {
 ///     collect_debris();
 ///     std::thread::sleep(Duration::from_secs(60));
 /// });
-/// # }
-/// # collect_debris();
 /// ```
 ///
 /// Objects of other users are removed only when the caller may (root);
@@ -345,4 +342,36 @@ pub fn remove(name: &str) -> Result<Info> {
     }
     crate::unlink(&info.name)?;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_lease_is_refused_while_the_file_is_open_and_breaks_when_someone_opens_it() {
+        let name = format!("shmsync-unit.{}.lease", std::process::id());
+        let path = format!("{}/{name}", shm::DIR);
+        std::fs::write(&path, [0u8; 64]).unwrap();
+        let held = std::fs::File::open(&path).unwrap();
+        assert_eq!(shm::Lease::take(&name).err(), Some(Errno::EAGAIN), "an open file is in use");
+        drop(held);
+        let lease = shm::Lease::take(&name).unwrap();
+        assert!(!lease.is_breaking());
+        // An opener blocks in the kernel until the lease goes, and the
+        // holder sees the break begin (no signal reaches this process).
+        let opener = std::thread::spawn({
+            let path = path.clone();
+            move || std::fs::File::open(path).is_ok()
+        });
+        let start = Instant::now();
+        while !lease.is_breaking() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the open never broke the lease");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(lease);
+        assert!(opener.join().unwrap());
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -134,7 +134,7 @@ pub struct LockDetail {
 pub enum Detail {
     /// Lock and RLock.
     Lock(LockDetail),
-    /// Mutex<T>.
+    /// `Mutex<T>`.
     Mutex {
         /// Its lock.
         lock: LockDetail,

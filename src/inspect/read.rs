@@ -115,13 +115,11 @@ impl Reader {
         let st = shm::stat_name(name).unwrap_or(Stat { size: 0, allocated: 0, uid: u32::MAX, mode: 0, dev: 0, ino: 0 });
         let mut info = self.blank(name, &st);
         let owner = info.user.clone().unwrap_or_else(|| format!("uid {}", st.uid));
+        let who = if st.uid == 0 { "root".to_string() } else { format!("{owner} or as root") };
         let (status, text) = match e {
             Errno::EACCES | Errno::EPERM => (
                 Status::Unreadable,
-                format!(
-                    "permission denied: it belongs to {owner} with mode {:04o}; run as {owner} or as root to read it",
-                    st.mode
-                ),
+                format!("permission denied: it belongs to {owner} with mode {:04o}; run as {who} to read it", st.mode),
             ),
             Errno::ELOOP => (Status::Foreign, "it is a symbolic link, not a shmsync object".to_string()),
             e => (Status::Unreadable, format!("cannot open it: {}", e.desc())),
