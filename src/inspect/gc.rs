@@ -126,8 +126,11 @@ impl GcReport {
 /// the lease); if somebody did, the name is put back, otherwise the object
 /// is unlinked. What remains is an opener that had looked the name up but
 /// not yet reached the file's open in the instant between the rename and
-/// that check: it gets a working object without a name. A dry run takes
-/// and drops the same lease, so it reports what a real run would do.
+/// that check: it gets a working object without a name. A gc killed
+/// between the rename and the unlink leaves the object under a temporary
+/// `.shmsync-init.*` name, which the next gc removes as an unfinished
+/// create. A dry run takes and drops the same lease, so it reports what a
+/// real run would do.
 ///
 /// Where leases are unavailable (`fs.leases-enable = 0`, or the caller may
 /// not take one), gc falls back on `/proc` alone: then a process whose maps

@@ -14,7 +14,10 @@ pub fn ls(out: &mut impl Write, objects: &[&Info], bare: &[String], table: bool)
     let mut rows: Vec<[String; 9]> = objects.iter().map(|info| row(info)).collect();
     rows.extend(bare.iter().map(|name| {
         let dash = || "-".to_string();
-        [name.clone(), dash(), dash(), dash(), dash(), dash(), dash(), "foreign".into(), "not a shmsync object".into()]
+        // Such a name may hold any byte but '/' and NUL: escaped, so a tab
+        // or newline in it cannot break the rows.
+        let name = name.escape_debug().to_string();
+        [name, dash(), dash(), dash(), dash(), dash(), dash(), "foreign".into(), "not a shmsync object".into()]
     }));
     if !table {
         for row in &rows {
