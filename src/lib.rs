@@ -19,6 +19,10 @@
 //!   [`process::exit`], [`log_to_stderr`].
 //! - **Data**: [`pipe`], [`Queue`], [`JoinableQueue`], [`Pool`], [`Dict`],
 //!   [`Namespace`] (see [`data`]).
+//! - **Inspecting**: [`inspect()`](fn@inspect) decodes any object's state
+//!   without touching it; [`gc()`](fn@gc) removes the objects of dead
+//!   creators that nobody maps (see [`mod@inspect`], and the `shmsync`
+//!   command of the `cli` feature).
 //! - **Embeddable**: [`raw`] holds the `#[repr(C)]` primitives for your own
 //!   shared structs.
 //!
@@ -55,6 +59,7 @@ compile_error!("shmsync supports Linux only: it needs robust futex lists, shared
 mod crash;
 pub mod data;
 mod error;
+pub mod inspect;
 mod named;
 pub mod process;
 pub mod raw;
@@ -66,6 +71,7 @@ pub use data::{
     pipe, pipe_oneway, Connection, Dict, JoinableQueue, Namespace, Pool, PoolBuilder, Queue, Receiver, Sender,
 };
 pub use error::{Error, Result};
+pub use inspect::{gc, inspect};
 pub use named::{
     unlink, Barrier, BoundedSemaphore, Builder, Condition, ConditionGuard, Event, Lock, LockGuard, Mutex, MutexGuard,
     NamedObject, Permit, RLock, RLockGuard, Semaphore, WaitTimeoutResult,

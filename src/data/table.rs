@@ -173,6 +173,21 @@ impl Table {
         self.lock.lock_recovering();
         Held(&self.lock)
     }
+
+    /// Bytes per half, as recorded (check it against the segment first).
+    pub(crate) fn half_size(&self) -> u64 {
+        self.half_size
+    }
+
+    /// The active half's entries and encoded bytes, from one load of its
+    /// state word, without the lock (for the inspector); `None` if the
+    /// active-half word names neither half.
+    pub(crate) fn active_counts(&self) -> Option<(usize, usize)> {
+        match self.active.load(Ordering::Acquire) {
+            a @ (0 | 1) => Some(unpack(self.state[a as usize].load(Ordering::Acquire))),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Table {

@@ -32,6 +32,13 @@ impl<T: Pod> std::fmt::Debug for MutexCell<T> {
     }
 }
 
+impl<T> MutexCell<T> {
+    /// The lock, for the inspector (which reads it, never takes it).
+    pub(crate) fn raw_lock(&self) -> &RawLock {
+        &self.lock
+    }
+}
+
 /// The parameter of a `Mutex<T>`: its initial value (default: all zeros).
 #[derive(Clone, Copy)]
 pub struct MutexParams<T>(T);

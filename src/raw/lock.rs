@@ -420,6 +420,14 @@ macro_rules! raw_lock {
             pub fn clear_poison(&self) {
                 self.0.poisoned.store(HEALTHY, Ordering::Relaxed);
             }
+
+            /// Whether the lock word says its last owner died holding it
+            /// (`FUTEX_OWNER_DIED`, set by the kernel or by a waiter's
+            /// recovery), so the next lock reports poison. A snapshot, read
+            /// with one load, for the inspector.
+            pub(crate) fn owner_died(&self) -> bool {
+                self.0.word().load(Ordering::Relaxed) & pthread::OWNER_DIED != 0
+            }
         }
 
         impl std::fmt::Debug for $name {

@@ -22,7 +22,7 @@
 //! fingerprint and size against what `fstat` says, make sure the file's
 //! storage is allocated, and check the object itself.
 
-mod header;
+pub(crate) mod header;
 mod mapping;
 pub(crate) mod name;
 

@@ -153,3 +153,94 @@ pub fn page_size() -> usize {
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
+
+/// Opens an existing object read-only, for the inspector: it never blocks
+/// (`O_NONBLOCK`, in case a FIFO took the name) and never follows a symlink
+/// (glibc's `shm_open` adds `O_NOFOLLOW`; so do we, to be sure).
+pub fn open_read_only(name: &str) -> Result<File, Errno> {
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+    let fd: OwnedFd = nix::sys::mman::shm_open(path(name).as_str(), flags, Mode::empty())?;
+    Ok(File::from(fd))
+}
+
+/// Maps the first `len` bytes of `file` shared and read-only (`PROT_READ`):
+/// whoever holds this mapping cannot change a byte of the object.
+///
+/// As for [`map`], `len` must not exceed what [`stat`] reported; and since
+/// a read of a hole in a sparse file makes tmpfs allocate a page (`SIGBUS`
+/// on a full `/dev/shm`), map only what [`first_hole`] says is allocated.
+pub fn map_read_only(file: &File, len: usize) -> std::io::Result<MmapRaw> {
+    MmapOptions::new().len(len).map_raw_read_only(file)
+}
+
+/// Where the first hole (unallocated stretch) of `file` begins; its size if
+/// it has none. tmpfs answers `SEEK_HOLE` exactly.
+pub fn first_hole(file: &File) -> Result<u64, Errno> {
+    let at = nix::unistd::lseek(file.as_fd(), 0, nix::unistd::Whence::SeekHole)?;
+    Ok(u64::try_from(at).unwrap_or(0))
+}
+
+/// An exclusive lease (`F_SETLEASE`, `F_WRLCK`) on an object: the kernel
+/// grants it only while no other open file description of the object
+/// exists, and a mapping keeps its file description alive after the
+/// descriptor is closed. So holding one proves that no process, in any pid
+/// namespace, has the object open or mapped. Released on drop.
+///
+/// An `open` of the object by anyone while the lease is held blocks in the
+/// kernel until it is released (the "lease break"); [`Lease::is_breaking`]
+/// tells that it happened. The break's signal goes to nobody (the owner is
+/// cleared), and to `SIGURG`, ignored by default, in the instant before.
+pub struct Lease {
+    file: File,
+}
+
+/// `F_SETSIG` from `<asm-generic/fcntl.h>` (10 on every Linux
+/// architecture); the libc crate declares it for musl only.
+const F_SETSIG: libc::c_int = 10;
+
+impl Lease {
+    /// Opens `name` read-only and takes the lease. `EAGAIN`: someone else
+    /// has it open or mapped. `EINVAL`: leases are off or unsupported here;
+    /// `EACCES`/`EPERM`: the caller neither owns the object nor has
+    /// `CAP_LEASE`.
+    pub fn take(name: &str) -> Result<Lease, Errno> {
+        let file = open_read_only(name)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // SAFETY: fcntl on a descriptor we own, with integer arguments only:
+        // F_SETSIG picks the break signal (SIGURG: ignored unless handled),
+        // set first so that no instant is left where a break sends SIGIO,
+        // whose default action would end the process.
+        if unsafe { libc::fcntl(fd, F_SETSIG, libc::SIGURG) } == -1 {
+            return Err(Errno::last());
+        }
+        // SAFETY: as above; F_WRLCK asks for the exclusive lease.
+        if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } == -1 {
+            return Err(Errno::last());
+        }
+        let lease = Lease { file };
+        // SAFETY: as above; owner 0 means a break signals no process.
+        unsafe { libc::fcntl(fd, libc::F_SETOWN, 0) };
+        Ok(lease)
+    }
+
+    /// The leased object's `fstat`.
+    pub fn stat(&self) -> std::io::Result<Stat> {
+        stat(&self.file)
+    }
+
+    /// Whether someone began to open the object since the lease was taken
+    /// (the kernel then reports the lease type it is breaking to).
+    pub fn is_breaking(&self) -> bool {
+        // SAFETY: fcntl on our own descriptor, no pointer arguments.
+        let now = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&self.file), libc::F_GETLEASE) };
+        now != libc::F_WRLCK
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // SAFETY: fcntl on our own descriptor, no pointer arguments. Closing
+        // the descriptor would release the lease too; this is explicit.
+        unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&self.file), libc::F_SETLEASE, libc::F_UNLCK) };
+    }
+}
