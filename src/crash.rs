@@ -31,4 +31,4 @@ pub(crate) fn hit(name: &'static str) {
 /// Every crash point in the crate, one list per module that has any.
 /// Names read `object.operation.step`: the step just completed when the
 /// point is hit.
-pub const POINTS: &[&[&str]] = &[crate::segment::CRASH_POINTS];
+pub const POINTS: &[&[&str]] = &[crate::segment::CRASH_POINTS, crate::data::pool::CRASH_POINTS];

@@ -201,6 +201,24 @@ pub enum Error {
     #[error("the pool is closed; make a new Pool")]
     PoolClosed,
 
+    /// A `Pool` was used in a process it does not belong to: a forked child
+    /// shares its parent's worker sockets, and using them would steal the
+    /// parent's results.
+    #[error("this Pool belongs to process {owner}; a forked child cannot use its parent's pool, so make a new Pool in the child")]
+    ForeignPool {
+        /// The pid of the process that made the pool.
+        owner: u32,
+    },
+
+    /// Every worker of a pool died and none could be started in its place.
+    #[error(
+        "the pool has no workers left: starting a replacement failed ({reason}); terminate it and make a new Pool"
+    )]
+    NoWorkers {
+        /// Why the last replacement could not be started.
+        reason: String,
+    },
+
     /// `Pool::join` was called before `close` or `terminate`.
     #[error("Pool::join called on a pool that is still open; call close() or terminate() first")]
     PoolNotClosed,

@@ -9,13 +9,14 @@ mod codec;
 mod dict;
 mod namespace;
 mod pipe;
-mod pool;
+pub(crate) mod pool;
 mod queue;
 mod ring;
+mod rx;
 mod table;
 
 pub use dict::Dict;
 pub use namespace::Namespace;
 pub use pipe::{pipe, pipe_oneway, Connection, Receiver, Sender, DEFAULT_MAX_FRAME};
-pub use pool::{Imap, Pool, PoolBuilder};
+pub use pool::{Imap, Pool, PoolBuilder, TERMINATE_GRACE};
 pub use queue::{JoinableQueue, Queue};

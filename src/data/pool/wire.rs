@@ -1,5 +1,10 @@
 //! What travels between the pool and its workers, and the trampoline that
 //! runs a task function in a worker.
+//!
+//! The pool sends one [`Task`] frame per chunk; the worker answers with one
+//! or more [`Done`] frames covering the chunk's items in order, each within
+//! the frame limit, so an oversize result fails alone ([`Outcome::TooLarge`])
+//! and never the connection.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -11,7 +16,7 @@ use super::super::codec;
 pub type Call = fn(usize, &[u8]) -> Result<ByteBuf, String>;
 
 /// A chunk of items for one worker.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 pub struct Task {
     /// Input index of the first item.
     pub first: u64,
@@ -23,13 +28,43 @@ pub struct Task {
     pub items: Vec<ByteBuf>,
 }
 
-/// The outcome of a chunk: for each item, its encoded result or the panic.
-#[derive(Serialize, Deserialize)]
-pub struct Done {
+/// A [`Task`] as the pool sends it, borrowing its items (same encoding).
+#[derive(Serialize)]
+pub struct TaskRef<'a> {
     /// Input index of the first item.
     pub first: u64,
+    /// Address of the trampoline.
+    pub call: u64,
+    /// Address of the user's function.
+    pub func: u64,
+    /// Encoded items.
+    pub items: &'a [ByteBuf],
+}
+
+/// Encoded bytes a task frame adds to its items: four varints and, per
+/// item, a length varint. An upper bound.
+pub const TASK_OVERHEAD: usize = 4 * 10;
+/// Per item (or result) in a frame, beyond its bytes: an upper bound.
+pub const PER_ITEM: usize = 10 + 1;
+
+/// One item's outcome.
+#[derive(Serialize, Deserialize, Debug)]
+pub enum Outcome {
+    /// The encoded result.
+    Ok(ByteBuf),
+    /// The task panicked (or its item did not decode): the message.
+    Failed(String),
+    /// The encoded result, this many bytes, does not fit in a frame.
+    TooLarge(u64),
+}
+
+/// Outcomes for consecutive items of a chunk, starting at `first`.
+#[derive(Serialize, Deserialize)]
+pub struct Done {
+    /// Input index of the first item covered.
+    pub first: u64,
     /// One outcome per item.
-    pub outcomes: Vec<Result<ByteBuf, String>>,
+    pub outcomes: Vec<Outcome>,
 }
 
 /// Decodes an item, runs `fn(T) -> R` at `func`, and encodes the result.
