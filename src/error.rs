@@ -137,6 +137,17 @@ pub enum Error {
     #[error("the peer closed the connection or died; nothing more can be sent or received on it")]
     Disconnected,
 
+    /// The handshake of a `Listener`/`Client` connection failed: the keys
+    /// differ, one side has none, or the peer does not speak it. Nothing was
+    /// delivered.
+    #[error("authentication with '{peer}' failed: {reason}; both sides must use the same authkey (or none)")]
+    AuthenticationFailed {
+        /// The address of the connection.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A message exceeds a size limit. Nothing was sent, or the oversized
     /// frame was discarded; the channel stays usable.
     #[error("a {len}-byte message exceeds the limit of {max} bytes; raise the limit or send smaller messages")]

@@ -19,6 +19,9 @@
 //!   [`process::exit`], [`log_to_stderr`].
 //! - **Data**: [`pipe`], [`Queue`], [`JoinableQueue`], [`Pool`], [`Dict`],
 //!   [`Namespace`] (see [`data`]).
+//! - **By address**: [`connection::Listener`] and [`connection::Client`]
+//!   (the default-on `connection` feature) connect unrelated programs over
+//!   Unix sockets or TCP, with HMAC authentication.
 //! - **Embeddable**: [`raw`] holds the `#[repr(C)]` primitives for your own
 //!   shared structs.
 //!
@@ -47,6 +50,8 @@ compile_error!("shmsync supports Linux only: it needs robust futex lists, shared
 
 #[macro_use]
 mod crash;
+#[cfg(feature = "connection")]
+pub mod connection;
 pub mod data;
 mod error;
 mod named;
@@ -56,7 +61,8 @@ mod segment;
 mod sys;
 
 pub use data::{
-    pipe, pipe_oneway, Connection, Dict, JoinableQueue, Namespace, Pool, PoolBuilder, Queue, Receiver, Sender,
+    pipe, pipe_oneway, AsyncResult, Callbacks, Connection, Dict, JoinableQueue, Namespace, Pool, PoolBuilder, Queue,
+    Receiver, Sender,
 };
 pub use error::{Error, Result};
 pub use named::{

@@ -473,3 +473,119 @@ fn map_chunked_with_a_huge_chunksize_works() {
     pool.close();
     pool.join().unwrap();
 }
+
+// ---- issue 16: async results, callbacks, starmap ----
+
+fn panics_on_multiples_of_10(x: u64) -> u64 {
+    if x % 10 == 0 {
+        panic!("multiple of ten");
+    }
+    x * 2
+}
+
+fn add3(a: u32, b: u32, c: u32) -> u32 {
+    a + b + c
+}
+
+fn sigkill_self(x: u64) -> u64 {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    x
+}
+
+#[test]
+fn apply_async_runs_exactly_one_callback_per_task_and_error_callback_for_a_panic() {
+    use std::sync::atomic::AtomicUsize;
+    let _s = serial();
+    let pool = Pool::new(2).unwrap();
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let threads = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let results: Vec<_> = (0..100u64)
+        .map(|x| {
+            let (ok, failed, threads) = (Arc::clone(&ok), Arc::clone(&failed), Arc::clone(&threads));
+            let threads2 = Arc::clone(&threads);
+            let callbacks = shmsync::Callbacks::new()
+                .callback(move |r: &u64| {
+                    assert_eq!(*r, x * 2);
+                    ok.fetch_add(1, Ordering::SeqCst);
+                    threads.lock().unwrap().insert(std::thread::current().name().map(String::from));
+                })
+                .error_callback(move |e| {
+                    assert!(matches!(e, Error::TaskFailed { message, .. } if message == "multiple of ten"), "{e}");
+                    failed.fetch_add(1, Ordering::SeqCst);
+                    threads2.lock().unwrap().insert(std::thread::current().name().map(String::from));
+                });
+            pool.apply_async_with(panics_on_multiples_of_10, x, callbacks)
+        })
+        .collect();
+    for (x, r) in results.into_iter().enumerate() {
+        assert!(r.wait_timeout(DEADLINE), "item {x} never finished");
+        assert_eq!(r.successful(), Some(x % 10 != 0));
+        match r.get() {
+            Ok(v) => assert_eq!(v, x as u64 * 2),
+            Err(e) => assert!(x % 10 == 0, "item {x}: {e}"),
+        }
+    }
+    // Each callback ran before its result became ready.
+    assert_eq!(ok.load(Ordering::SeqCst), 90);
+    assert_eq!(failed.load(Ordering::SeqCst), 10);
+    let threads = threads.lock().unwrap().clone();
+    assert_eq!(threads.into_iter().collect::<Vec<_>>(), vec![Some("shmsync-pool-results".to_string())]);
+    pool.close();
+    pool.join().unwrap();
+}
+
+#[test]
+fn a_sigkilled_worker_fails_only_its_async_result_with_worker_died() {
+    let _s = serial();
+    let pool = Pool::new(2).unwrap();
+    let doomed = pool.apply_async(sigkill_self, 1);
+    let fine: Vec<_> = (0..20u64).map(|x| pool.apply_async(double, x)).collect();
+    let mapped = pool.map_async(double, 0..50u64);
+    assert!(matches!(doomed.get(), Err(Error::WorkerDied { signal: Some(9), .. })));
+    for (x, r) in fine.into_iter().enumerate() {
+        assert_eq!(r.get_timeout(DEADLINE).unwrap(), Some(x as u64 * 2));
+    }
+    assert_eq!(mapped.get().unwrap(), (0..50u64).map(|x| x * 2).collect::<Vec<_>>());
+    pool.close();
+    pool.join().unwrap();
+}
+
+#[test]
+fn map_async_starmap_and_starmap_async_give_results_in_order_and_close_lets_them_finish() {
+    let _s = serial();
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(
+        pool.starmap(add3, (0..100u32).map(|i| (i, i, 1))).unwrap(),
+        (0..100u32).map(|i| 2 * i + 1).collect::<Vec<_>>()
+    );
+    let star = pool.starmap_async(add3, [(1, 2, 3), (4, 5, 6)]);
+    let mapped = pool.map_async(double, 0..1000u64);
+    let failing = pool.map_async(panics_on_3, 0..6u32);
+    // Python's pattern: close and join, then read the results.
+    pool.close();
+    pool.join().unwrap();
+    assert!(star.ready() && mapped.ready() && failing.ready());
+    assert_eq!(star.get().unwrap(), vec![6, 15]);
+    assert_eq!(mapped.get().unwrap(), (0..1000u64).map(|x| x * 2).collect::<Vec<_>>());
+    assert_eq!(failing.successful(), Some(false));
+    assert!(matches!(failing.get(), Err(Error::TaskFailed { index: 3, .. })));
+    // After close, new async calls fail at once.
+    assert!(matches!(pool.apply_async(double, 1).get(), Err(Error::PoolClosed)));
+}
+
+#[test]
+fn terminate_fails_outstanding_async_results_instead_of_hanging() {
+    let _s = serial();
+    let pool = Pool::new(1).unwrap();
+    let hung = pool.apply_async(hangs, 1);
+    let queued = pool.map_async(double, 0..10u64);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!hung.ready());
+    within_deadline("terminate with async calls outstanding", {
+        let pool = Arc::new(pool);
+        move || pool.terminate()
+    });
+    assert!(matches!(hung.get_timeout(DEADLINE), Err(Error::PoolClosed)));
+    assert!(matches!(queued.get_timeout(DEADLINE), Err(Error::PoolClosed)));
+}

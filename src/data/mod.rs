@@ -7,8 +7,10 @@
 
 mod codec;
 mod dict;
+pub(crate) mod gate;
+mod handles;
 mod namespace;
-mod pipe;
+pub(crate) mod pipe;
 pub(crate) mod pool;
 mod queue;
 mod ring;
@@ -18,5 +20,5 @@ mod table;
 pub use dict::Dict;
 pub use namespace::Namespace;
 pub use pipe::{pipe, pipe_oneway, Connection, Receiver, Sender, DEFAULT_MAX_FRAME};
-pub use pool::{Imap, Pool, PoolBuilder, TERMINATE_GRACE};
+pub use pool::{AsyncResult, Callbacks, Imap, Pool, PoolBuilder, StarFn, TERMINATE_GRACE};
 pub use queue::{JoinableQueue, Queue};

@@ -16,7 +16,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::codec;
+use super::gate::Gate;
 use super::rx::{Filled, Rx, Taken, FD_FLAG};
 use crate::error::{Error, Result};
 use crate::sys::socket;
@@ -38,7 +39,7 @@ pub(crate) enum Transport {
     /// A Unix stream socket: `pipe()`, or a Unix-path or abstract address.
     Unix,
     /// A TCP stream.
-    #[allow(dead_code)] // until the connection module makes TCP connections
+    #[cfg_attr(not(feature = "connection"), allow(dead_code))]
     Tcp,
 }
 
@@ -49,10 +50,10 @@ pub(crate) enum Transport {
 /// The handle is `Send + Sync`; concurrent senders never interleave frames,
 /// and every timed call ends at its deadline whatever other threads do.
 pub struct Connection {
-    fd: OwnedFd,
+    pub(super) fd: OwnedFd,
     transport: Transport,
     rx: Gate<Rx>,
-    tx: Mutex<Vec<u8>>,
+    pub(super) tx: Mutex<Vec<u8>>,
     max_frame: AtomicUsize,
 }
 
@@ -87,75 +88,9 @@ pub fn pipe_oneway() -> Result<(Receiver, Sender)> {
     Ok((Receiver(r), Sender(s)))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these leaves only buffers behind; keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A value one thread at a time takes out and puts back, waiting for it
-/// with a deadline. No syscall when nobody waits.
-struct Gate<T> {
-    slot: Mutex<(Option<T>, usize)>,
-    returned: Condvar,
-}
-
-/// The taken value; dropping it puts it back.
-struct Pass<'a, T> {
-    gate: &'a Gate<T>,
-    value: Option<T>,
-}
-
-impl<T> Gate<T> {
-    fn new(value: T) -> Gate<T> {
-        Gate { slot: Mutex::new((Some(value), 0)), returned: Condvar::new() }
-    }
-
-    /// Takes the value, waiting until `deadline`; `None` if it is still
-    /// taken then.
-    fn enter(&self, deadline: Option<&Deadline>) -> Option<Pass<'_, T>> {
-        let mut slot = lock(&self.slot);
-        loop {
-            if let Some(value) = slot.0.take() {
-                return Some(Pass { gate: self, value: Some(value) });
-            }
-            slot.1 += 1;
-            slot = match deadline {
-                None => self.returned.wait(slot).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.remaining();
-                    if left.is_zero() {
-                        slot.1 -= 1;
-                        return None;
-                    }
-                    self.returned.wait_timeout(slot, left).unwrap_or_else(|e| e.into_inner()).0
-                }
-            };
-            slot.1 -= 1;
-        }
-    }
-}
-
-impl<T> std::ops::Deref for Pass<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.value.as_ref().unwrap_or_else(|| unreachable!("a pass holds its value until dropped"))
-    }
-}
-
-impl<T> std::ops::DerefMut for Pass<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.value.as_mut().unwrap_or_else(|| unreachable!("a pass holds its value until dropped"))
-    }
-}
-
-impl<T> Drop for Pass<'_, T> {
-    fn drop(&mut self) {
-        let mut slot = lock(&self.gate.slot);
-        slot.0 = self.value.take();
-        if slot.1 > 0 {
-            self.gate.returned.notify_one();
-        }
-    }
 }
 
 impl Connection {
@@ -245,14 +180,21 @@ impl Connection {
         }
     }
 
-    fn is_unix(&self) -> bool {
+    /// Whether a whole frame is already buffered here, so that a receive
+    /// needs no syscall (`false` while another thread receives). A poller
+    /// must drain these: `poll(2)` on the socket no longer reports them.
+    pub(crate) fn has_buffered_frame(&self) -> bool {
+        self.rx.enter(Some(&Deadline::after(Duration::ZERO))).is_some_and(|rx| rx.has_frame(self.max_frame()))
+    }
+
+    pub(super) fn is_unix(&self) -> bool {
         self.transport == Transport::Unix
     }
 
     /// The one receive path: takes a whole frame and hands it to `use_frame`,
     /// which decodes it while it is still in the buffer; `Ok(None)` at the
     /// deadline. Without a deadline a read blocks in one `recv(2)`.
-    fn recv_with<R>(
+    pub(super) fn recv_with<R>(
         &self,
         deadline: Option<&Deadline>,
         use_frame: impl FnOnce(&Rx, Taken) -> Result<R>,
@@ -284,7 +226,7 @@ impl Connection {
     }
 }
 
-fn send_error(e: Errno) -> Error {
+pub(super) fn send_error(e: Errno) -> Error {
     match e {
         Errno::EPIPE | Errno::ECONNRESET => Error::Disconnected,
         e => Error::os("send", "connection", e),

@@ -44,7 +44,6 @@ pub enum Taken {
     /// A large payload, read into its own vector.
     Owned(Vec<u8>),
     /// A descriptor frame, with the descriptor if one arrived for it.
-    #[allow(dead_code)] // read by recv_fd, which comes with the connection module
     Fd(Option<OwnedFd>),
 }
 

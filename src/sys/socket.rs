@@ -41,7 +41,6 @@ pub fn send_all(fd: BorrowedFd<'_>, header: &[u8], payload: &[u8]) -> Result<(),
 /// Writes `bytes` wholly with `passed` attached (`SCM_RIGHTS`) to the first
 /// byte, so the receiver gets the descriptor with the read that brings that
 /// byte.
-#[allow(dead_code)] // used by send_fd, which comes with the connection module
 pub fn send_with_fd(fd: BorrowedFd<'_>, bytes: &[u8], passed: BorrowedFd<'_>) -> Result<(), Errno> {
     let fds = [passed.as_raw_fd()];
     let rights = [ControlMessage::ScmRights(&fds)];

@@ -106,8 +106,23 @@ pub struct Mailbox {
     pub in_flight: usize,
 }
 
+/// An async call (`apply_async`, `map_async`, ...): its items encoded in
+/// chunks up front, dispatched by the result thread (`asynch.rs`), and what
+/// to do with its outcomes once all have come.
+pub struct AsyncJob {
+    pub call: u64,
+    /// The trampoline and function addresses (see `wire.rs`).
+    pub addresses: (u64, u64),
+    pub chunks: std::collections::VecDeque<(usize, Vec<ByteBuf>)>,
+    pub finish: Box<dyn FnOnce(BTreeMap<usize, Raw>) + Send>,
+}
+
 pub struct Inner {
     slots: Vec<Slot>,
+    /// Async calls not yet finished, oldest first.
+    pub jobs: Vec<AsyncJob>,
+    /// The result thread should end once `jobs` is empty.
+    pub stop: bool,
     pub state: State,
     collecting: bool,
     waiters: usize,
@@ -115,6 +130,18 @@ pub struct Inner {
     next_id: u64,
     /// Why the last replacement could not be started.
     fork_error: Option<String>,
+}
+
+impl Inner {
+    /// Whether some thread is collecting right now.
+    pub fn is_collecting(&self) -> bool {
+        self.collecting
+    }
+
+    /// Items of `call` sent and not yet answered (0 for a call gone).
+    pub fn in_flight(&self, call: u64) -> usize {
+        self.calls.get(&call).map_or(0, |m| m.in_flight)
+    }
 }
 
 /// The pool's shared core: the state, the collector, the workers' lives.
@@ -143,6 +170,8 @@ impl Core {
         let (wake_rx, wake_tx) = socket::pair().map_err(|e| Error::os("socketpair", "Pool", e))?;
         let inner = Inner {
             slots: Vec::new(),
+            jobs: Vec::new(),
+            stop: false,
             state: State::Open,
             collecting: false,
             waiters: 0,
@@ -327,6 +356,22 @@ impl Core {
         g
     }
 
+    /// Sleeps until someone reports a change (no timeout): for the result
+    /// thread with no job to run.
+    pub fn sleep<'g>(&'g self, mut g: MutexGuard<'g, Inner>) -> MutexGuard<'g, Inner> {
+        g.waiters += 1;
+        let mut g = self.changed.wait(g).unwrap_or_else(|e| e.into_inner());
+        g.waiters -= 1;
+        g
+    }
+
+    /// Ends call `call` and hands back what it received.
+    pub fn take_call(&self, g: &mut Inner, call: u64) -> BTreeMap<usize, Raw> {
+        let ready = g.calls.remove(&call).map(|m| m.ready).unwrap_or_default();
+        self.wind_down(g);
+        ready
+    }
+
     /// Wakes every thread sleeping in [`wait`](Self::wait).
     pub fn notify(&self, g: &Inner) {
         if g.waiters > 0 {
@@ -398,11 +443,16 @@ impl Core {
                 continue;
             }
             any = true;
+            // One read (one syscall), then whatever whole frames it
+            // buffered beyond the first: poll(2) would not report those.
             loop {
                 match w.conn.recv_bytes_timeout(Duration::ZERO) {
                     Ok(Some(bytes)) => {
                         crash_point!("pool.collect.received");
                         events.push(Event::Frame(*id, bytes));
+                        if !w.conn.has_buffered_frame() {
+                            break;
+                        }
                     }
                     Ok(None) => break,
                     Err(_) => {

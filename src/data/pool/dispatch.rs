@@ -12,14 +12,14 @@ use serde::Serialize;
 use serde_bytes::ByteBuf;
 
 use super::core::{Core, Inner, Raw, State};
-use super::wire::{self, TaskRef, PER_ITEM, TASK_OVERHEAD};
+use super::wire::{TaskRef, PER_ITEM, TASK_OVERHEAD};
 use super::Pool;
 use crate::data::codec;
 use crate::data::DEFAULT_MAX_FRAME;
 use crate::error::{Error, Result};
 
 /// A chunk: the index of its first item and the encoded items.
-type Chunk = (usize, Vec<ByteBuf>);
+pub(super) type Chunk = (usize, Vec<ByteBuf>);
 
 /// The outcomes of a `map`, `imap` or `imap_unordered`, as an iterator.
 ///
@@ -49,8 +49,9 @@ where
     I::Item: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    pub(super) fn new(pool: &'a Pool, f: fn(I::Item) -> R, items: I, chunk: usize, ordered: bool) -> Self {
-        let (trampoline, func) = wire::addresses(f);
+    /// A call of the function at `func` through `trampoline` (see
+    /// `wire.rs`), which must take `I::Item` and give `R`.
+    pub(super) fn new(pool: &'a Pool, (trampoline, func): (u64, u64), items: I, chunk: usize, ordered: bool) -> Self {
         let mut imap = Imap {
             pool,
             call: None,
@@ -94,39 +95,9 @@ where
         }
     }
 
-    /// Pulls and encodes the next chunk, without the lock. Items that fail
-    /// alone (they do not encode, or are too large for a frame) come back
-    /// beside it; a chunk stops before such an item, so it stays contiguous.
+    /// Pulls and encodes the next chunk, without the lock.
     fn next_chunk(&mut self) -> (Option<Chunk>, Vec<(usize, Error)>) {
-        let room = DEFAULT_MAX_FRAME - TASK_OVERHEAD;
-        let first = self.pulled;
-        let mut encoded = Vec::new();
-        let mut size = 0;
-        let mut failed = Vec::new();
-        while encoded.len() < self.chunk {
-            let Some(item) = self.items.next() else {
-                self.exhausted = true;
-                break;
-            };
-            let index = self.pulled;
-            self.pulled += 1;
-            let mut buf = Vec::new();
-            if let Err(e) = codec::encode_into(&item, &mut buf) {
-                failed.push((index, e));
-                break;
-            }
-            if buf.len() + PER_ITEM > room {
-                failed.push((index, Error::TooLarge { len: buf.len(), max: room - PER_ITEM }));
-                break;
-            }
-            size += buf.len() + PER_ITEM;
-            encoded.push(ByteBuf::from(buf));
-            if size + PER_ITEM >= room {
-                break;
-            }
-        }
-        let chunk = (!encoded.is_empty()).then_some((first, encoded));
-        (chunk, failed)
+        next_chunk(&mut self.items, &mut self.pulled, &mut self.exhausted, self.chunk)
     }
 
     /// Sends chunks to idle workers while items remain. Returns the guard.
@@ -197,7 +168,49 @@ where
     }
 }
 
-fn decode<R: DeserializeOwned>(raw: Raw) -> Result<R> {
+/// Pulls and encodes up to `chunk` items from `items` (`pulled` counts
+/// them), without the lock. Items that fail alone (they do not encode, or
+/// are too large for a frame) come back beside the chunk; a chunk stops
+/// before such an item, so it stays contiguous, and before it would exceed
+/// the frame limit.
+pub(super) fn next_chunk<T: Serialize>(
+    items: &mut impl Iterator<Item = T>,
+    pulled: &mut usize,
+    exhausted: &mut bool,
+    chunk: usize,
+) -> (Option<Chunk>, Vec<(usize, Error)>) {
+    let room = DEFAULT_MAX_FRAME - TASK_OVERHEAD;
+    let first = *pulled;
+    let mut encoded = Vec::new();
+    let mut size = 0;
+    let mut failed = Vec::new();
+    while encoded.len() < chunk {
+        let Some(item) = items.next() else {
+            *exhausted = true;
+            break;
+        };
+        let index = *pulled;
+        *pulled += 1;
+        let mut buf = Vec::new();
+        if let Err(e) = codec::encode_into(&item, &mut buf) {
+            failed.push((index, e));
+            break;
+        }
+        if buf.len() + PER_ITEM > room {
+            failed.push((index, Error::TooLarge { len: buf.len(), max: room - PER_ITEM }));
+            break;
+        }
+        size += buf.len() + PER_ITEM;
+        encoded.push(ByteBuf::from(buf));
+        if size + PER_ITEM >= room {
+            break;
+        }
+    }
+    let chunk = (!encoded.is_empty()).then_some((first, encoded));
+    (chunk, failed)
+}
+
+pub(super) fn decode<R: DeserializeOwned>(raw: Raw) -> Result<R> {
     match raw {
         Raw::Ok(bytes) => codec::decode(&bytes),
         Raw::Err(e) => Err(e),

@@ -9,6 +9,7 @@
 //! those items come back as `WorkerDied` while a fresh worker takes its
 //! place.
 
+mod asynch;
 mod core;
 mod dispatch;
 mod wire;
@@ -25,7 +26,9 @@ use crate::error::{Error, Result};
 use crate::sys::time::Deadline;
 
 pub use self::core::TERMINATE_GRACE;
+pub use asynch::{AsyncResult, Callbacks};
 pub use dispatch::Imap;
+pub use wire::StarFn;
 
 /// The crash points of the pool's dispatch, in the order a task meets them.
 pub(crate) const CRASH_POINTS: &[&str] = &[
@@ -84,6 +87,8 @@ pub(crate) const CRASH_POINTS: &[&str] = &[
 /// ```
 pub struct Pool {
     core: Arc<Core>,
+    /// The result thread of async calls, started by the first one.
+    results: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Builds a [`Pool`]: `Pool::builder().processes(4).initializer(f).build()`.
@@ -124,7 +129,7 @@ impl PoolBuilder {
             });
         }
         let core = Core::new(self.processes, self.initializer, self.max_tasks_per_child.unwrap_or(usize::MAX))?;
-        Ok(Pool { core: Arc::new(core) })
+        Ok(Pool { core: Arc::new(core), results: std::sync::Mutex::new(None) })
     }
 }
 
@@ -223,7 +228,7 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        Imap::new(self, f, items.into_iter(), chunk, ordered)
+        Imap::new(self, wire::addresses(f), items.into_iter(), chunk, ordered)
     }
 
     /// Stops taking new calls. Calls already made run to the end; then the
@@ -241,6 +246,7 @@ impl Pool {
     pub fn terminate(&self) {
         if !self.core.is_foreign() {
             self.core.terminate();
+            self.stop_result_thread();
         }
     }
 
@@ -249,14 +255,20 @@ impl Pool {
     /// waits it still collects the results of calls in flight.
     pub fn join(&self) -> Result<()> {
         self.check_owner()?;
-        self.core.join(None).map(|_| ())
+        self.core.join(None)?;
+        self.stop_result_thread();
+        Ok(())
     }
 
     /// As [`join`](Self::join), waiting at most `timeout` in all; `Ok(false)`
     /// if some worker is still running then (call it again, or `terminate`).
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
         self.check_owner()?;
-        self.core.join(Some(&Deadline::after(timeout)))
+        let joined = self.core.join(Some(&Deadline::after(timeout)))?;
+        if joined {
+            self.stop_result_thread();
+        }
+        Ok(joined)
     }
 
     fn check_owner(&self) -> Result<()> {
@@ -278,6 +290,7 @@ impl Drop for Pool {
         if !done {
             self.core.terminate();
         }
+        self.stop_result_thread();
     }
 }
 
