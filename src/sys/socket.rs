@@ -139,7 +139,7 @@ fn recv_with_fds(
             let hdr = unsafe { &*cmsg };
             if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
                 // SAFETY: CMSG_LEN(0) only computes a size.
-                let data_len = hdr.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
+                let data_len = (hdr.cmsg_len as usize).saturating_sub(unsafe { libc::CMSG_LEN(0) } as usize);
                 // SAFETY: CMSG_DATA points at the payload of this header.
                 let data = unsafe { libc::CMSG_DATA(cmsg) };
                 for i in 0..data_len / std::mem::size_of::<RawFd>() {
