@@ -1,6 +1,8 @@
 //! The tour: every section of the module outline (sections 1 to 17, then
-//! the pipes and queues of its `+` row), in order, each under a heading. This
-//! is the README's "see it work" command.
+//! the pipes and queues of its `+` row), in order, each under a heading, and
+//! to close it what connects programs that share no parent: listeners and
+//! clients by address, and passing handles to pool workers. This is the
+//! README's "see it work" command.
 //!
 //! Run: `cargo run --release --example outline`
 //!
@@ -27,11 +29,19 @@
 //!
 //! == + Queues ==
 //! ...
+//!
+//! == + Listeners and Clients ==
+//! server: 2 clients authenticated, 1 refused (wrong authkey)
+//! ...
+//!
+//! == + Passing handles ==
+//! acceptor: handed 4 connections to 2 pool workers
+//! ...
 //! ```
 //!
 //! Each section runs in a process of its own: this binary started again with
-//! `--section KEY` (the section's number, or `pipe` or `queue` for the last
-//! two), which calls that section's `main`. A section so behaves exactly as
+//! `--section KEY` (the section's number, or `pipe`, `queue`, `listener` or
+//! `handles` for the last four), which calls that section's `main`. A section so behaves exactly as
 //! its standalone example, which it could not if they all shared one
 //! process: default names count every `Process` a process constructs
 //! (`Process-3`, `Worker-1`, `Process-1` in sections 4, 9 and 10, and the
@@ -51,6 +61,10 @@
 mod condition;
 #[path = "event.rs"]
 mod event;
+#[path = "handle_passing.rs"]
+mod handle_passing;
+#[path = "listener_client.rs"]
+mod listener_client;
 #[path = "lock.rs"]
 mod lock;
 #[path = "manager.rs"]
@@ -95,7 +109,7 @@ type Section = fn() -> Result<(), Box<dyn Error>>;
 
 /// The sections, in the outline's order: the key `--section` takes, the
 /// heading, and the entry point.
-const SECTIONS: [(&str, &str, Section); 19] = [
+const SECTIONS: [(&str, &str, Section); 21] = [
     ("1", "1. Process objects", process_simple::main),
     ("2", "2. Passing arguments", process_args::main),
     ("3", "3. Importable target functions", process_spawn::main),
@@ -115,6 +129,8 @@ const SECTIONS: [(&str, &str, Section); 19] = [
     ("17", "17. Parallel evaluation of a list comprehension", mapreduce::main),
     ("pipe", "+ Pipes", pipe::main),
     ("queue", "+ Queues", queue::main),
+    ("listener", "+ Listeners and Clients", listener_client::main),
+    ("handles", "+ Passing handles", handle_passing::main),
 ];
 
 /// How long one section may take before the tour gives up on it.
@@ -142,6 +158,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // this binary started again, so it must find its entry here.
     let mut entries = process_args::spawn_entries();
     entries.extend(process_spawn::spawn_entries());
+    entries.extend(listener_client::spawn_entries());
     shmsync::process::entries(&entries);
 
     let args: Vec<String> = std::env::args().skip(1).collect();

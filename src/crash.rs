@@ -40,4 +40,5 @@ pub const POINTS: &[&[&str]] = &[
     crate::raw::CRASH_POINTS[4],
     crate::data::QUEUE_CRASH_POINTS,
     crate::data::DICT_CRASH_POINTS,
+    crate::data::pool::CRASH_POINTS,
 ];

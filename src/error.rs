@@ -149,6 +149,17 @@ pub enum Error {
     #[error("the peer closed the connection or died; nothing more can be sent or received on it")]
     Disconnected,
 
+    /// The handshake of a `Listener`/`Client` connection failed: the keys
+    /// differ, one side has none, or the peer does not speak it. Nothing was
+    /// delivered.
+    #[error("authentication with '{peer}' failed: {reason}; both sides must use the same authkey (or none)")]
+    AuthenticationFailed {
+        /// The address of the connection.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A message exceeds a size limit. Nothing was sent, or the oversized
     /// frame was discarded; the channel stays usable.
     #[error("a {len}-byte message exceeds the limit of {max} bytes; raise the limit or send smaller messages")]
@@ -212,6 +223,24 @@ pub enum Error {
     /// The pool was closed or terminated; it takes no more tasks.
     #[error("the pool is closed; make a new Pool")]
     PoolClosed,
+
+    /// A `Pool` was used in a process it does not belong to: a forked child
+    /// shares its parent's worker sockets, and using them would steal the
+    /// parent's results.
+    #[error("this Pool belongs to process {owner}; a forked child cannot use its parent's pool, so make a new Pool in the child")]
+    ForeignPool {
+        /// The pid of the process that made the pool.
+        owner: u32,
+    },
+
+    /// Every worker of a pool died and none could be started in its place.
+    #[error(
+        "the pool has no workers left: starting a replacement failed ({reason}); terminate it and make a new Pool"
+    )]
+    NoWorkers {
+        /// Why the last replacement could not be started.
+        reason: String,
+    },
 
     /// `Pool::join` was called before `close` or `terminate`.
     #[error("Pool::join called on a pool that is still open; call close() or terminate() first")]

@@ -23,6 +23,9 @@
 //!   without touching it; [`gc()`](fn@gc) removes the objects of dead
 //!   creators that nobody maps (see [`mod@inspect`], and the `shmsync`
 //!   command of the `cli` feature).
+//! - **By address**: [`connection::Listener`] and [`connection::Client`]
+//!   (the default-on `connection` feature) connect unrelated programs over
+//!   Unix sockets or TCP, with HMAC authentication.
 //! - **Embeddable**: [`raw`] holds the `#[repr(C)]` primitives for your own
 //!   shared structs.
 //!
@@ -57,6 +60,8 @@ compile_error!("shmsync supports Linux only: it needs robust futex lists, shared
 
 #[macro_use]
 mod crash;
+#[cfg(feature = "connection")]
+pub mod connection;
 pub mod data;
 mod error;
 pub mod inspect;
@@ -68,7 +73,8 @@ mod sys;
 pub mod wait;
 
 pub use data::{
-    pipe, pipe_oneway, Connection, Dict, JoinableQueue, Namespace, Pool, PoolBuilder, Queue, Receiver, Sender,
+    pipe, pipe_oneway, AsyncResult, Callbacks, Connection, Dict, JoinableQueue, Namespace, Pool, PoolBuilder, Queue,
+    Receiver, Sender,
 };
 pub use error::{Error, Result};
 pub use inspect::{gc, inspect};

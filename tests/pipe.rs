@@ -112,3 +112,52 @@ fn python_outline_value_crosses_to_the_parent() {
     assert_eq!(got, (42, None, "hello".into()));
     child.expect_success();
 }
+
+#[test]
+fn recv_timeout_ends_at_its_deadline_while_another_thread_blocks_in_recv() {
+    let _s = serial();
+    let (a, b) = pipe().unwrap();
+    let a = std::sync::Arc::new(a);
+    let blocked = std::sync::Arc::clone(&a);
+    let reader = std::thread::spawn(move || blocked.recv::<Msg>());
+    std::thread::sleep(Duration::from_millis(100));
+    // The other thread sits in a blocking receive; a timed one here must
+    // still end at its own deadline.
+    let timed = std::sync::Arc::clone(&a);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send((timed.recv_timeout::<Msg>(Duration::from_millis(50)), timed.poll(Duration::from_millis(50))));
+    });
+    let (got, polled) = rx.recv_timeout(DEADLINE).expect("recv_timeout overran its deadline");
+    assert!(matches!(got, Ok(None)), "{got:?}");
+    assert!(matches!(polled, Ok(false)), "{polled:?}");
+    b.send(&Msg::Num(5)).unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), Msg::Num(5));
+}
+
+#[test]
+fn a_receiver_that_fell_behind_gets_every_frame_of_a_large_backlog_in_order() {
+    let _s = serial();
+    let (a, b) = pipe().unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..20_000u64 {
+            a.send(&Msg::Num(i)).unwrap();
+        }
+        // Large frames interleaved with small ones.
+        for i in 0..8u64 {
+            a.send_bytes(&vec![i as u8; (1 << 20) + i as usize]).unwrap();
+            a.send(&Msg::Num(i)).unwrap();
+        }
+        a
+    });
+    for i in 0..20_000u64 {
+        assert_eq!(b.recv_timeout::<Msg>(DEADLINE).unwrap(), Some(Msg::Num(i)));
+    }
+    for i in 0..8u64 {
+        let big = b.recv_bytes_timeout(DEADLINE).unwrap().unwrap();
+        assert_eq!(big.len(), (1 << 20) + i as usize);
+        assert!(big.iter().all(|&x| x == i as u8));
+        assert_eq!(b.recv::<Msg>().unwrap(), Msg::Num(i));
+    }
+    drop(writer.join().unwrap());
+}

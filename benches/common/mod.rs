@@ -9,6 +9,8 @@
 // it; the rest would warn as dead code there.
 #![allow(dead_code)]
 
+#[cfg(feature = "connection")]
+pub mod connections;
 pub mod handoff;
 pub mod messages;
 

@@ -12,7 +12,10 @@
 //! 5. `Pool::map` overhead per item (µs), against a plain loop;
 //! 6. Python's `multiprocessing` `Lock`, `Event` round trip and `Pipe`, run
 //!    by the `mp_bench.py` script beside this file, when `python3` is on
-//!    `PATH` (the report says so when it is not).
+//!    `PATH` (the report says so when it is not);
+//! 7. connections by address, `Listener`/`Client` over a Unix socket and
+//!    TCP loopback, beside the socketpair `Connection`, a framed
+//!    `TcpStream` and Python's `multiprocessing.connection` (`mp_connection.py`).
 //!
 //! Run: `cargo bench --bench ipc_cost` (about 5 to 8 minutes). One section
 //! only: `cargo bench --bench ipc_cost -- handoff` (a filter matches a
@@ -44,6 +47,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[cfg(feature = "connection")]
+mod connections;
 mod messages;
 mod model;
 mod plot;
@@ -85,6 +90,7 @@ pub fn slug(section: Section) -> &'static str {
         Section::Messages => "messages",
         Section::PoolOverhead => "pool",
         Section::Python => "python",
+        Section::Connections => "connections",
     }
 }
 
@@ -139,6 +145,10 @@ fn probes(section: Section) -> Result<(Probes, Vec<String>), String> {
                 Ok(()) => (python::probes(), vec![]),
                 Err(why) => (vec![], vec![format!("Python was not measured: {why}")]),
             },
+            #[cfg(feature = "connection")]
+            Section::Connections => connections::probes(),
+            #[cfg(not(feature = "connection"))]
+            Section::Connections => (vec![], vec!["Built without the connection feature.".into()]),
         }
     };
     catch_unwind(AssertUnwindSafe(make))

@@ -187,3 +187,17 @@ pub const COMPARISONS: [(&str, Section, &str, &str); 4] = [
     ("Python multiprocessing.Pipe", Section::Messages, "shmsync Connection", "64 B"),
     ("Python multiprocessing.Pipe", Section::Messages, "shmsync Queue", "64 B"),
 ];
+
+/// Runs the script `name` beside this file with `args`, bounded as the
+/// probes above are, and returns its last stdout line as JSON.
+#[cfg_attr(not(feature = "connection"), allow(dead_code))]
+pub fn run_json(name: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ipc_cost").join(name)).args(args);
+    let out = run_bounded(&mut cmd, DEADLINE)?;
+    if !out.success {
+        return Err(format!("{name} {} failed ({}): {}", args.join(" "), out.status, tail(&out.stderr)));
+    }
+    let line = out.stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).map_err(|e| format!("{name} printed {line:?}, not JSON: {e}"))
+}

@@ -7,17 +7,20 @@
 
 mod codec;
 mod dict;
+pub(crate) mod gate;
+mod handles;
 mod namespace;
-mod pipe;
-mod pool;
+pub(crate) mod pipe;
+pub(crate) mod pool;
 mod queue;
 pub(crate) mod ring;
+mod rx;
 mod table;
 
 pub use dict::Dict;
 pub use namespace::Namespace;
 pub use pipe::{pipe, pipe_oneway, Connection, Receiver, Sender, DEFAULT_MAX_FRAME};
-pub use pool::{Imap, Pool, PoolBuilder};
+pub use pool::{AsyncResult, Callbacks, Imap, Pool, PoolBuilder, StarFn, TERMINATE_GRACE};
 pub use queue::{JoinableQueue, Queue};
 
 /// The queue ring's crash points (see [`crate::crash`]).

@@ -1,12 +1,20 @@
 //! `pipe()` and `pipe_oneway()`: message channels over a Unix socket pair
-//! (Python's `multiprocessing.Pipe`).
+//! (Python's `multiprocessing.Pipe`), and the [`Connection`] they give.
 //!
 //! A frame is an 8-byte little-endian length and that many bytes of payload.
-//! Writes send a whole frame under the send lock; reads keep partial frames
-//! in the connection between calls, so a timeout mid-frame loses nothing and
-//! a peer killed mid-frame is `Disconnected`, never half a message.
+//! Writes send a whole frame under the send lock. Reads keep partial frames
+//! in the connection between calls (see `rx.rs`), so a timeout mid-frame
+//! loses nothing and a peer killed mid-frame is `Disconnected`, never half a
+//! message.
+//!
+//! Receiving is one reader at a time: the receive state is a baton
+//! ([`Gate`]) that a receiver takes, with its deadline, and gives back. A
+//! thread blocked in `recv` holds the baton but no lock, so another thread's
+//! `recv_timeout` or `poll` still ends at its own deadline. A blocking
+//! receive makes one `recv(2)`; a timed one tries a non-blocking `recv(2)`
+//! first and polls only when nothing is there.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,35 +24,36 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::codec;
+use super::gate::Gate;
+use super::rx::{Filled, Rx, Taken, FD_FLAG};
 use crate::error::{Error, Result};
 use crate::sys::socket;
 use crate::sys::time::Deadline;
 
 /// The default largest frame, in bytes: 64 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
-const HEADER: usize = 8;
-const READ_CHUNK: usize = 64 << 10;
 
-/// What the receiving side holds between calls.
-#[derive(Default)]
-struct Rx {
-    /// Bytes received and not yet returned: the start of the next frame(s).
-    buf: Vec<u8>,
-    /// Bytes still to throw away of an oversized frame.
-    skip: u64,
-    /// The peer closed or died.
-    closed: bool,
+/// What a connection runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// A Unix stream socket: `pipe()`, or a Unix-path or abstract address.
+    Unix,
+    /// A TCP stream.
+    #[cfg_attr(not(feature = "connection"), allow(dead_code))]
+    Tcp,
 }
 
 /// One end of a [`pipe`]: send and receive messages.
 ///
 /// Every call on a connection whose peer closed or died is
 /// `Err(Error::Disconnected)`; it never hangs and never raises `SIGPIPE`.
-/// The handle is `Send + Sync`; concurrent senders never interleave frames.
+/// The handle is `Send + Sync`; concurrent senders never interleave frames,
+/// and every timed call ends at its deadline whatever other threads do.
 pub struct Connection {
-    fd: OwnedFd,
-    rx: Mutex<Rx>,
-    tx: Mutex<Vec<u8>>,
+    pub(super) fd: OwnedFd,
+    transport: Transport,
+    rx: Gate<Rx>,
+    pub(super) tx: Mutex<Vec<u8>>,
     max_frame: AtomicUsize,
 }
 
@@ -56,6 +65,11 @@ pub struct Sender(Connection);
 
 /// A duplex pipe: two connected [`Connection`]s (Python's `Pipe()`).
 ///
+/// A child forked later inherits both ends, as under Python's fork start
+/// method; a peer counts as gone only once every process holding its end
+/// has closed it. Workers of a [`Pool`](crate::Pool) made after the pipe
+/// hold it too, until the pool is joined or terminated.
+///
 /// ```
 /// let (parent, child) = shmsync::pipe()?;
 /// child.send(&(42u32, None::<u8>, "hello".to_string()))?;
@@ -65,7 +79,7 @@ pub struct Sender(Connection);
 /// ```
 pub fn pipe() -> Result<(Connection, Connection)> {
     let (a, b) = socket::pair().map_err(|e| Error::os("socketpair", "pipe", e))?;
-    Ok((Connection::new(a), Connection::new(b)))
+    Ok((Connection::new(a, Transport::Unix), Connection::new(b, Transport::Unix)))
 }
 
 /// A one-way pipe: `(receiver, sender)`, as Python's `Pipe(duplex=False)`.
@@ -74,16 +88,17 @@ pub fn pipe_oneway() -> Result<(Receiver, Sender)> {
     Ok((Receiver(r), Sender(s)))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these leaves only buffers behind; keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Connection {
-    fn new(fd: OwnedFd) -> Connection {
+    pub(crate) fn new(fd: OwnedFd, transport: Transport) -> Connection {
         Connection {
             fd,
-            rx: Mutex::new(Rx::default()),
+            transport,
+            rx: Gate::new(Rx::default()),
             tx: Mutex::new(Vec::new()),
             max_frame: AtomicUsize::new(DEFAULT_MAX_FRAME),
         }
@@ -91,7 +106,7 @@ impl Connection {
 
     /// Sets the largest frame this end sends or accepts (default 64 MiB).
     pub fn set_max_frame(&self, bytes: usize) {
-        self.max_frame.store(bytes, Ordering::Relaxed);
+        self.max_frame.store(bytes.min((FD_FLAG - 1) as usize), Ordering::Relaxed);
     }
 
     /// The largest frame this end sends or accepts.
@@ -119,132 +134,142 @@ impl Connection {
             return Err(Error::TooLarge { len: payload.len(), max });
         }
         let header = (payload.len() as u64).to_le_bytes();
-        socket::send_all(&self.fd, &header, payload).map_err(|e| match e {
-            Errno::EPIPE | Errno::ECONNRESET => Error::Disconnected,
-            e => Error::os("send", "pipe", e),
-        })
+        socket::send_all(self.fd.as_fd(), &header, payload).map_err(send_error)
     }
 
     /// Receives a message, blocking until one arrives.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        codec::decode(&self.recv_bytes()?)
+        self.recv_with(None, |rx, taken| decode(rx, taken))?.ok_or(Error::Disconnected)
     }
 
     /// Receives a message, waiting at most `timeout`; `Ok(None)` if none came.
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<Option<T>> {
-        self.recv_bytes_timeout(timeout)?.map(|b| codec::decode(&b)).transpose()
+        self.recv_with(Some(&Deadline::after(timeout)), |rx, taken| decode(rx, taken))
     }
 
     /// Receives one message's raw bytes.
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        self.recv_frame(None)?.ok_or(Error::Disconnected)
+        self.recv_with(None, bytes)?.ok_or(Error::Disconnected)
     }
 
     /// Receives one message's raw bytes, waiting at most `timeout`.
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Option<Vec<u8>>> {
-        self.recv_frame(Some(&Deadline::after(timeout)))
+        self.recv_with(Some(&Deadline::after(timeout)), bytes)
     }
 
     /// Whether a message (or the peer's death) is waiting, waiting at most
-    /// `timeout` for one.
+    /// `timeout` for one. While another thread receives, it waits for that
+    /// thread only until its own deadline (and then says `false`).
     pub fn poll(&self, timeout: Duration) -> Result<bool> {
-        let rx = lock(&self.rx);
-        if rx.closed || complete_frame_len(&rx.buf).is_some() {
-            return Ok(true);
+        let deadline = Deadline::after(timeout);
+        let Some(mut rx) = self.rx.enter(Some(&deadline)) else { return Ok(false) };
+        let max = self.max_frame();
+        loop {
+            if rx.closed || rx.has_frame(max) {
+                return Ok(true);
+            }
+            match rx.fill(self.fd.as_fd(), false, self.is_unix())? {
+                Filled::Data => continue,
+                Filled::WouldBlock => {}
+            }
+            if !socket::wait_readable(self.fd.as_fd(), Some(&deadline))
+                .map_err(|e| Error::os("poll", "connection", e))?
+            {
+                return Ok(false);
+            }
         }
-        socket::wait_readable(&self.fd, Some(&Deadline::after(timeout))).map_err(|e| Error::os("poll", "pipe", e))
     }
 
-    /// The one receive path: returns a whole frame, `None` at the deadline.
-    fn recv_frame(&self, deadline: Option<&Deadline>) -> Result<Option<Vec<u8>>> {
-        let mut rx = lock(&self.rx);
+    /// Whether a whole frame is already buffered here, so that a receive
+    /// needs no syscall (`false` while another thread receives). A poller
+    /// must drain these: `poll(2)` on the socket no longer reports them.
+    pub(crate) fn has_buffered_frame(&self) -> bool {
+        self.rx.enter(Some(&Deadline::after(Duration::ZERO))).is_some_and(|rx| rx.has_frame(self.max_frame()))
+    }
+
+    pub(super) fn is_unix(&self) -> bool {
+        self.transport == Transport::Unix
+    }
+
+    /// The one receive path: takes a whole frame and hands it to `use_frame`,
+    /// which decodes it while it is still in the buffer; `Ok(None)` at the
+    /// deadline. Without a deadline a read blocks in one `recv(2)`.
+    pub(super) fn recv_with<R>(
+        &self,
+        deadline: Option<&Deadline>,
+        use_frame: impl FnOnce(&Rx, Taken) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let Some(mut rx) = self.rx.enter(deadline) else { return Ok(None) };
+        let max = self.max_frame();
         loop {
-            if let Some(frame) = self.take_frame(&mut rx)? {
-                return Ok(Some(frame));
+            if let Some(taken) = rx.take(max)? {
+                return use_frame(&rx, taken).map(Some);
             }
             if rx.closed {
                 return Err(Error::Disconnected);
             }
-            let ready = socket::wait_readable(&self.fd, deadline).map_err(|e| Error::os("poll", "pipe", e))?;
-            if !ready {
-                return Ok(None);
-            }
-            self.fill(&mut rx)?;
-        }
-    }
-
-    /// Takes a complete frame off the buffer, discarding oversized ones.
-    fn take_frame(&self, rx: &mut Rx) -> Result<Option<Vec<u8>>> {
-        if rx.skip > 0 {
-            let n = rx.skip.min(rx.buf.len() as u64) as usize;
-            rx.buf.drain(..n);
-            rx.skip -= n as u64;
-            if rx.skip > 0 {
-                return Ok(None);
+            match deadline {
+                None => {
+                    rx.fill(self.fd.as_fd(), true, self.is_unix())?;
+                }
+                Some(d) => {
+                    if let Filled::WouldBlock = rx.fill(self.fd.as_fd(), false, self.is_unix())? {
+                        let ready = socket::wait_readable(self.fd.as_fd(), Some(d))
+                            .map_err(|e| Error::os("poll", "connection", e))?;
+                        if !ready {
+                            return Ok(None);
+                        }
+                    }
+                }
             }
         }
-        let Some(len) = frame_len(&rx.buf) else { return Ok(None) };
-        let max = self.max_frame();
-        if len > max as u64 {
-            // Throw the whole frame away as it arrives; the channel stays in step.
-            rx.buf.drain(..HEADER);
-            rx.skip = len;
-            let n = rx.skip.min(rx.buf.len() as u64) as usize;
-            rx.buf.drain(..n);
-            rx.skip -= n as u64;
-            return Err(Error::TooLarge { len: usize::try_from(len).unwrap_or(usize::MAX), max });
-        }
-        let len = len as usize;
-        if rx.buf.len() < HEADER + len {
-            return Ok(None);
-        }
-        let frame = rx.buf[HEADER..HEADER + len].to_vec();
-        rx.buf.drain(..HEADER + len);
-        Ok(Some(frame))
-    }
-
-    /// Reads what the socket has into the buffer.
-    fn fill(&self, rx: &mut Rx) -> Result<()> {
-        let want = match frame_len(&rx.buf) {
-            // Read the rest of a large frame in one go where possible.
-            Some(len) if rx.skip == 0 && len <= self.max_frame() as u64 => {
-                (HEADER + len as usize).saturating_sub(rx.buf.len()).max(READ_CHUNK)
-            }
-            _ => READ_CHUNK,
-        };
-        let n = match socket::recv_append(&self.fd, &mut rx.buf, want) {
-            Ok(n) => n,
-            Err(Errno::ECONNRESET) => 0,
-            Err(e) => return Err(Error::os("recv", "pipe", e)),
-        };
-        if n == 0 {
-            // A partial frame at EOF was cut by the peer's death: drop it.
-            rx.closed = true;
-            rx.buf.clear();
-        }
-        Ok(())
     }
 }
 
-fn frame_len(buf: &[u8]) -> Option<u64> {
-    buf.get(..HEADER).map(|h| u64::from_le_bytes(h.try_into().unwrap_or([0; HEADER])))
+pub(super) fn send_error(e: Errno) -> Error {
+    match e {
+        Errno::EPIPE | Errno::ECONNRESET => Error::Disconnected,
+        e => Error::os("send", "connection", e),
+    }
 }
 
-fn complete_frame_len(buf: &[u8]) -> Option<u64> {
-    frame_len(buf).filter(|&len| buf.len() as u64 >= HEADER as u64 + len)
+/// A descriptor frame where a message was expected: the descriptor is
+/// closed (it drops with the frame), and the caller told.
+fn not_a_message() -> Error {
+    Error::Decode { detail: "the message is a descriptor; receive it with recv_fd".to_string() }
 }
 
-impl std::os::fd::AsFd for Connection {
+fn decode<T: DeserializeOwned>(rx: &Rx, taken: Taken) -> Result<T> {
+    match taken {
+        Taken::Range(from, to) => codec::decode(rx.slice(from, to)),
+        Taken::Owned(v) => codec::decode(&v),
+        Taken::Fd(_) => Err(not_a_message()),
+    }
+}
+
+fn bytes(rx: &Rx, taken: Taken) -> Result<Vec<u8>> {
+    match taken {
+        Taken::Range(from, to) => Ok(rx.slice(from, to).to_vec()),
+        Taken::Owned(v) => Ok(v),
+        Taken::Fd(_) => Err(not_a_message()),
+    }
+}
+
+impl AsFd for Connection {
     /// The socket, e.g. to wait on several connections with `poll`. Reading
     /// or writing it directly bypasses the framing.
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.fd)
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("fd", &self.fd).field("max_frame", &self.max_frame()).finish()
+        f.debug_struct("Connection")
+            .field("fd", &self.fd)
+            .field("transport", &self.transport)
+            .field("max_frame", &self.max_frame())
+            .finish()
     }
 }
 

@@ -83,7 +83,10 @@ enum Method {
 /// runs with only the forking thread; if other threads held a lock at that
 /// moment (for instance inside a library), the child may deadlock on it.
 /// shmsync logs a warning when it forks a multi-threaded process, as Python
-/// 3.12 does; the spawn start method has no such hazard.
+/// 3.12 does; the spawn start method has no such hazard. The locks shmsync
+/// itself needs in the child (its child registry, and std's stdout and
+/// stderr, for logging and the exit flush) are taken across the fork, so
+/// `start` waits for another thread that holds stdout or stderr.
 ///
 /// ```
 /// use shmsync::Process;
@@ -214,17 +217,27 @@ impl Process {
                 std::process::id()
             );
         }
+        // Hold the stdout and stderr locks across the fork, as the registry
+        // lock: a copy of a lock another thread held at the fork would stay
+        // locked in the child forever, and the child's logging and its exit
+        // flush would hang on it. Held by this thread, the child's copies
+        // are its own to release. The order (stdout, stderr, registry) is
+        // the one `println!("{process}")` takes them in.
+        let mut stdout = std::io::stdout().lock();
+        let mut stderr = std::io::stderr().lock();
         // Unflushed output would otherwise be printed twice, once by each side.
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
+        let _ = stdout.flush();
+        let _ = stderr.flush();
         let parent = std::process::id();
         let registry = children::ForkGuard::lock();
         // The segment registry too: the child must not inherit it mid-change.
         let segments = crate::segment::fork_guard();
         // SAFETY: the child runs only `run_child`, which follows the rules in
         // the type's `# Notes`: it takes no lock a parent thread may hold
-        // (the registry lock is held by this very thread across the fork).
-        match unsafe { child::fork() } {
+        // (the registry, segment registry, stdout and stderr locks are held
+        // by this very thread across the fork).
+        let forked = unsafe { child::fork() };
+        match forked {
             Err(e) => {
                 drop(segments);
                 Err(Error::os("fork", &self.name, e))
@@ -232,11 +245,13 @@ impl Process {
             Ok(Forked::Parent(pid)) => {
                 drop(segments);
                 registry.parent(pid, &self.name, self.daemon);
+                drop((stdout, stderr));
                 Ok(pid)
             }
             Ok(Forked::Child) => {
                 drop(segments);
                 registry.child();
+                drop((stdout, stderr));
                 run_child(&self.name, self.daemon, parent, target)
             }
         }

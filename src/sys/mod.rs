@@ -11,11 +11,15 @@
 //! - [`shm`]: `shm_open`, `fstat`, `posix_fallocate`, `fchmod`, `shm_unlink`,
 //!   and mapping through memmap2.
 //! - [`proc`]: process facts (pid, tid, liveness, CPU affinity).
+//! - [`socket`]: stream sockets for `Connection` (frames, `SCM_RIGHTS`).
+//! - `net` (the `connection` feature): listening and connecting by address.
 //! - [`child`]: fork, `_exit`, the parent-death signal, `atexit`, waiting
 //!   on a child with a deadline.
 
 pub(crate) mod child;
 pub(crate) mod futex;
+#[cfg(feature = "connection")]
+pub(crate) mod net;
 pub(crate) mod proc;
 pub(crate) mod pthread;
 pub(crate) mod shm;

@@ -1,43 +1,46 @@
-//! The dispatcher: sends chunks to idle workers, collects results, notices
-//! dead and retired workers and replaces them. It runs in the caller's
-//! thread, inside the iterator that `map` and `imap` drive.
+//! A synchronous call (`map`, `imap`, `apply`): pulls and encodes items in
+//! the caller's thread, sends chunks to idle workers, and takes its
+//! outcomes from its mailbox, collecting for everyone while it waits (see
+//! `core.rs`). The pool's lock is held only for bookkeeping, never while
+//! pulling items (user code), encoding, sending or waiting.
 
-use std::collections::BTreeMap;
-use std::os::fd::AsFd;
+use std::marker::PhantomData;
 use std::sync::MutexGuard;
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
-use super::wire::{self, Done, Task};
-use super::{Inner, Pool, State};
+use super::core::{Core, Inner, Raw, State};
+use super::wire::{TaskRef, PER_ITEM, TASK_OVERHEAD};
+use super::Pool;
 use crate::data::codec;
+use crate::data::DEFAULT_MAX_FRAME;
 use crate::error::{Error, Result};
 
-/// How long the dispatcher sleeps before checking that busy workers are
-/// alive even without an EOF (a worker's socket could be held open by a
-/// process it forked).
-const LIVENESS_CHECK: Duration = Duration::from_millis(200);
+/// A chunk: the index of its first item and the encoded items.
+pub(super) type Chunk = (usize, Vec<ByteBuf>);
 
 /// The outcomes of a `map`, `imap` or `imap_unordered`, as an iterator.
 ///
-/// Dropping it early waits for the chunks already sent to workers.
+/// Dropping it early waits for nothing: chunks already sent to workers run
+/// to the end there, and their results are thrown away as they arrive.
 pub struct Imap<'a, I: Iterator, R> {
     pool: &'a Pool,
-    inner: MutexGuard<'a, Inner>,
+    /// The mailbox; `None` once the call is over.
+    call: Option<u64>,
     setup_error: Option<Error>,
     items: I,
     exhausted: bool,
     pulled: usize,
-    call: u64,
+    trampoline: u64,
     func: u64,
     chunk: usize,
     ordered: bool,
-    ready: BTreeMap<usize, Result<R>>,
     next_out: usize,
-    in_flight: usize,
+    /// A chunk encoded but not sent, because its worker was found dead.
+    pending: Option<Chunk>,
+    _results: PhantomData<fn() -> R>,
 }
 
 impl<'a, I, R> Imap<'a, I, R>
@@ -46,193 +49,171 @@ where
     I::Item: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    pub(super) fn new(
-        pool: &'a Pool,
-        inner: MutexGuard<'a, Inner>,
-        f: fn(I::Item) -> R,
-        items: I,
-        chunk: usize,
-        ordered: bool,
-    ) -> Self {
-        let setup_error = (inner.state != State::Open).then_some(Error::PoolClosed);
-        let (call, func) = wire::addresses(f);
-        Imap {
+    /// A call of the function at `func` through `trampoline` (see
+    /// `wire.rs`), which must take `I::Item` and give `R`.
+    pub(super) fn new(pool: &'a Pool, (trampoline, func): (u64, u64), items: I, chunk: usize, ordered: bool) -> Self {
+        let mut imap = Imap {
             pool,
-            inner,
-            setup_error,
+            call: None,
+            setup_error: None,
             items,
             exhausted: false,
             pulled: 0,
-            call,
+            trampoline,
             func,
-            chunk,
+            chunk: chunk.max(1),
             ordered,
-            ready: BTreeMap::new(),
             next_out: 0,
-            in_flight: 0,
+            pending: None,
+            _results: PhantomData,
+        };
+        let core = &pool.core;
+        if core.is_foreign() {
+            imap.setup_error = Some(Error::ForeignPool { owner: core.owner });
+            return imap;
         }
+        let mut g = core.lock();
+        if g.state != State::Open {
+            imap.setup_error = Some(Error::PoolClosed);
+        } else if let Err(e) = core.ensure_workers(&mut g) {
+            imap.setup_error = Some(e);
+        } else {
+            imap.call = Some(core.open_call(&mut g));
+        }
+        imap
     }
 
     /// The next outcome that may be handed out, if one is ready.
-    fn take_ready(&mut self) -> Option<Result<R>> {
+    fn take_ready(&mut self, g: &mut Inner, call: u64) -> Option<Raw> {
+        let m = Core::mailbox(g, call)?;
         if self.ordered {
-            let r = self.ready.remove(&self.next_out)?;
+            let r = m.ready.remove(&self.next_out)?;
             self.next_out += 1;
             Some(r)
         } else {
-            self.ready.pop_first().map(|(_, r)| r)
+            m.ready.pop_first().map(|(_, r)| r)
         }
     }
 
-    /// Sends a chunk to every idle worker while items remain.
-    fn dispatch(&mut self) {
-        for i in 0..self.inner.workers.len() {
-            if self.exhausted {
-                return;
+    /// Pulls and encodes the next chunk, without the lock.
+    fn next_chunk(&mut self) -> (Option<Chunk>, Vec<(usize, Error)>) {
+        next_chunk(&mut self.items, &mut self.pulled, &mut self.exhausted, self.chunk)
+    }
+
+    /// Sends chunks to idle workers while items remain. Returns the guard.
+    fn dispatch(&mut self, mut g: MutexGuard<'a, Inner>, call: u64) -> MutexGuard<'a, Inner> {
+        let pool: &'a Pool = self.pool;
+        let core = &pool.core;
+        loop {
+            if (self.exhausted && self.pending.is_none()) || g.state == State::Terminated {
+                return g;
             }
-            if self.inner.workers[i].busy.is_some() {
-                continue;
+            if let Err(e) = core.ensure_workers(&mut g) {
+                self.give_up(&mut g, call, e);
+                return g;
             }
-            let first = self.pulled;
-            let mut encoded = Vec::with_capacity(self.chunk);
-            while encoded.len() < self.chunk {
-                let Some(item) = self.items.next() else {
-                    self.exhausted = true;
-                    break;
-                };
-                let index = self.pulled;
-                self.pulled += 1;
-                let mut buf = Vec::new();
-                match codec::encode_into(&item, &mut buf) {
-                    Ok(()) => encoded.push(ByteBuf::from(buf)),
-                    Err(e) => {
-                        // An item that cannot be encoded fails alone; the
-                        // chunk stops before it so indices stay contiguous.
-                        self.ready.insert(index, Err(e));
-                        break;
+            let Some((id, worker)) = Core::idle(&g, core.max_tasks) else { return g };
+            let (first, items) = match self.pending.take() {
+                Some(chunk) => chunk,
+                None => {
+                    drop(g);
+                    let (chunk, failed) = self.next_chunk();
+                    g = core.lock();
+                    if let Some(m) = Core::mailbox(&mut g, call) {
+                        m.ready.extend(failed.into_iter().map(|(i, e)| (i, Raw::Err(e))));
+                    }
+                    match chunk {
+                        Some(chunk) => chunk,
+                        None => continue,
                     }
                 }
-            }
-            if encoded.is_empty() {
+            };
+            if !Core::still_idle(&g, id) {
+                self.pending = Some((first, items));
                 continue;
             }
-            let len = encoded.len();
-            let task = Task { first: first as u64, call: self.call, func: self.func, items: encoded };
-            let w = &mut self.inner.workers[i];
-            w.busy = Some((first, len));
-            w.sent += 1;
-            self.in_flight += len;
-            if w.conn.send(&task).is_err() {
-                self.worker_died(i);
+            core.assign(&mut g, id, call, first, items.len());
+            drop(g);
+            let task = TaskRef { first: first as u64, call: self.trampoline, func: self.func, items: &items };
+            let sent = worker.conn.send(&task);
+            crash_point!("pool.dispatch.sent");
+            g = core.lock();
+            if sent.is_err() {
+                // The worker died while idle: the chunk never ran. Send it
+                // to another.
+                g = core.send_failed(g, id);
+                self.pending = Some((first, items));
             }
         }
     }
 
-    /// Waits for one event from the busy workers and handles it.
-    fn collect(&mut self) {
-        let busy: Vec<usize> =
-            (0..self.inner.workers.len()).filter(|&i| self.inner.workers[i].busy.is_some()).collect();
-        let ready: Vec<usize> = {
-            let mut fds: Vec<nix::poll::PollFd<'_>> = busy
-                .iter()
-                .map(|&i| nix::poll::PollFd::new(self.inner.workers[i].conn.as_fd(), nix::poll::PollFlags::POLLIN))
-                .collect();
-            let timeout = nix::poll::PollTimeout::try_from(LIVENESS_CHECK).unwrap_or(nix::poll::PollTimeout::MAX);
-            match nix::poll::poll(&mut fds, timeout) {
-                Ok(0) | Err(_) => Vec::new(),
-                Ok(_) => fds
-                    .iter()
-                    .zip(&busy)
-                    .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
-                    .map(|(_, &i)| i)
-                    .collect(),
-            }
-        };
-        if ready.is_empty() {
-            for i in busy {
-                if !self.inner.workers[i].process.is_alive() {
-                    self.worker_died(i);
-                }
-            }
-            return;
+    /// No worker can be had: the next item fails with `error`, and the call
+    /// ends after the outcomes already due.
+    fn give_up(&mut self, g: &mut Inner, call: u64, error: Error) {
+        let index = self.pending.take().map_or(self.pulled, |(first, _)| first);
+        if let Some(m) = Core::mailbox(g, call) {
+            m.ready.insert(index, Raw::Err(error));
         }
-        for i in ready {
-            match self.inner.workers[i].conn.recv_bytes_timeout(Duration::ZERO) {
-                Ok(Some(bytes)) => self.finished(i, &bytes),
-                Ok(None) => {}
-                Err(_) => self.worker_died(i),
-            }
-        }
+        self.pulled = self.pulled.max(index + 1);
+        self.exhausted = true;
+        // In order, the outcomes after `index` are never handed out.
+        self.ordered = false;
     }
 
-    /// Records a chunk's outcomes; retires the worker if it is due.
-    fn finished(&mut self, i: usize, bytes: &[u8]) {
-        let Some((first, len)) = self.inner.workers[i].busy.take() else { return };
-        self.in_flight -= len;
-        match codec::decode::<Done>(bytes) {
-            Ok(done) if done.first as usize == first && done.outcomes.len() == len => {
-                for (k, outcome) in done.outcomes.into_iter().enumerate() {
-                    let index = first + k;
-                    let result = match outcome {
-                        Ok(bytes) => codec::decode(&bytes),
-                        Err(message) => Err(Error::TaskFailed { index, message }),
-                    };
-                    self.ready.insert(index, result);
-                }
-            }
-            _ => {
-                for index in first..first + len {
-                    let message = "the worker sent a malformed result".to_string();
-                    self.ready.insert(index, Err(Error::TaskFailed { index, message }));
-                }
-            }
-        }
-        if self.inner.workers[i].sent >= self.pool.max_tasks_per_child {
-            // It exits by itself after this result: reap it, start another.
-            let _ = self.inner.workers[i].process.join_timeout(Duration::from_secs(5));
-            let _ = self.inner.workers[i].process.kill();
-            let _ = self.inner.workers[i].process.join();
-            self.replace(i);
-        }
-    }
-
-    /// A worker died: its chunk fails with `WorkerDied`, and it is replaced.
-    fn worker_died(&mut self, i: usize) {
-        let w = &self.inner.workers[i];
-        let pid = w.process.pid().unwrap_or(0);
-        // Its socket closed: it is dead or dying. Reap it, killing it if
-        // it lingers (a closed socket with a live process is no worker).
-        let code = match w.process.join_timeout(Duration::from_secs(1)) {
-            Ok(Some(code)) => code,
-            _ => {
-                let _ = w.process.kill();
-                w.process.join().unwrap_or(-9)
-            }
-        };
-        let signal = (code < 0).then_some(-code);
-        if let Some((first, len)) = self.inner.workers[i].busy.take() {
-            self.in_flight -= len;
-            for index in first..first + len {
-                self.ready.insert(index, Err(Error::WorkerDied { pid, index, signal }));
-            }
-        }
-        self.replace(i);
-    }
-
-    fn replace(&mut self, i: usize) {
-        self.pool.replace_worker(&mut self.inner, i);
-    }
-
-    /// With no worker left, every remaining item fails.
-    fn fail_remaining(&mut self) {
-        for index in self.pulled.. {
-            if self.items.next().is_none() {
-                break;
-            }
-            self.pulled = index + 1;
-            self.ready.insert(index, Err(Error::PoolClosed));
+    fn finish(&mut self, g: &mut Inner) {
+        if let Some(call) = self.call.take() {
+            self.pool.core.close_call(g, call);
         }
         self.exhausted = true;
+    }
+}
+
+/// Pulls and encodes up to `chunk` items from `items` (`pulled` counts
+/// them), without the lock. Items that fail alone (they do not encode, or
+/// are too large for a frame) come back beside the chunk; a chunk stops
+/// before such an item, so it stays contiguous, and before it would exceed
+/// the frame limit.
+pub(super) fn next_chunk<T: Serialize>(
+    items: &mut impl Iterator<Item = T>,
+    pulled: &mut usize,
+    exhausted: &mut bool,
+    chunk: usize,
+) -> (Option<Chunk>, Vec<(usize, Error)>) {
+    let room = DEFAULT_MAX_FRAME - TASK_OVERHEAD;
+    let first = *pulled;
+    let mut encoded = Vec::new();
+    let mut size = 0;
+    let mut failed = Vec::new();
+    while encoded.len() < chunk {
+        let Some(item) = items.next() else {
+            *exhausted = true;
+            break;
+        };
+        let index = *pulled;
+        *pulled += 1;
+        let mut buf = Vec::new();
+        if let Err(e) = codec::encode_into(&item, &mut buf) {
+            failed.push((index, e));
+            break;
+        }
+        if buf.len() + PER_ITEM > room {
+            failed.push((index, Error::TooLarge { len: buf.len(), max: room - PER_ITEM }));
+            break;
+        }
+        size += buf.len() + PER_ITEM;
+        encoded.push(ByteBuf::from(buf));
+        if size + PER_ITEM >= room {
+            break;
+        }
+    }
+    let chunk = (!encoded.is_empty()).then_some((first, encoded));
+    (chunk, failed)
+}
+
+pub(super) fn decode<R: DeserializeOwned>(raw: Raw) -> Result<R> {
+    match raw {
+        Raw::Ok(bytes) => codec::decode(&bytes),
+        Raw::Err(e) => Err(e),
     }
 }
 
@@ -249,46 +230,47 @@ where
             self.exhausted = true;
             return Some(Err(e));
         }
+        let call = self.call?;
+        let pool: &Pool = self.pool;
+        let core = &pool.core;
+        let mut g = core.lock();
         loop {
-            if let Some(r) = self.take_ready() {
-                return Some(r);
+            if let Some(raw) = self.take_ready(&mut g, call) {
+                drop(g);
+                return Some(decode(raw));
             }
-            if self.inner.workers.is_empty() {
-                self.fail_remaining();
-                if let Some(r) = self.take_ready() {
-                    return Some(r);
+            if g.state == State::Terminated && !self.exhausted {
+                // Terminated under us: the next item, if there is one,
+                // fails, and that ends the call.
+                if self.pending.is_some() || self.items.next().is_some() {
+                    self.give_up(&mut g, call, Error::PoolClosed);
+                } else {
+                    self.exhausted = true;
                 }
+                continue;
             }
-            self.dispatch();
-            if self.in_flight == 0 && self.exhausted {
-                return self.take_ready();
+            g = self.dispatch(g, call);
+            let m = Core::mailbox(&mut g, call)?;
+            let deliverable = if self.ordered { m.ready.contains_key(&self.next_out) } else { !m.ready.is_empty() };
+            if deliverable {
+                continue;
             }
-            if self.in_flight > 0 {
-                self.collect();
+            if self.exhausted && self.pending.is_none() && m.in_flight == 0 {
+                self.finish(&mut g);
+                return None;
             }
+            g = core.wait(g, None);
         }
     }
 }
 
 impl<I: Iterator, R> Drop for Imap<'_, I, R> {
     fn drop(&mut self) {
-        // Results for chunks already sent would otherwise meet the next call.
-        while self.inner.workers.iter().any(|w| w.busy.is_some()) {
-            let busy: Vec<usize> =
-                (0..self.inner.workers.len()).filter(|&i| self.inner.workers[i].busy.is_some()).collect();
-            for i in busy {
-                let w = &mut self.inner.workers[i];
-                match w.conn.recv_bytes_timeout(LIVENESS_CHECK) {
-                    Ok(Some(_)) => w.busy = None,
-                    Ok(None) if w.process.is_alive() => {}
-                    _ => {
-                        // Dead: its chunk is abandoned with the iterator.
-                        let _ = w.process.kill();
-                        let _ = w.process.join();
-                        self.pool.replace_worker(&mut self.inner, i);
-                    }
-                }
-            }
+        if let Some(call) = self.call.take() {
+            // Outcomes still due are thrown away as they arrive.
+            let core = &self.pool.core;
+            let mut g = core.lock();
+            core.close_call(&mut g, call);
         }
     }
 }

@@ -1,52 +1,43 @@
 //! `Pool`: persistent forked workers that run `fn(T) -> R` over items
 //! (Python's `multiprocessing.Pool`).
 //!
-//! Each worker is a daemon [`Process`] named `PoolWorker-N` with one socket
-//! pair to the pool. The caller's thread dispatches chunks of encoded items
-//! to idle workers and collects results; a worker whose socket reaches EOF
-//! while it owed a result died, and its items come back as `WorkerDied`
-//! while a fresh worker takes its place.
+//! Each worker is a daemon [`Process`](crate::Process) named `PoolWorker-N`
+//! with one socket pair to the pool. Calls send chunks of encoded items to
+//! idle workers and take their outcomes from a mailbox of their own; the
+//! state machine, and how one thread at a time collects for all, is in
+//! `core.rs`. A worker whose socket reaches EOF while it owed results died:
+//! those items come back as `WorkerDied` while a fresh worker takes its
+//! place.
 
+mod asynch;
+mod core;
 mod dispatch;
 mod wire;
 mod worker;
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::data::{pipe, Connection};
+use self::core::{Core, Initializer, State};
 use crate::error::{Error, Result};
-use crate::process::Process;
+use crate::sys::time::Deadline;
 
+pub use self::core::TERMINATE_GRACE;
+pub use asynch::{AsyncResult, Callbacks};
 pub use dispatch::Imap;
+pub use wire::StarFn;
 
-/// One worker, as the pool sees it.
-struct Worker {
-    process: Process,
-    conn: Connection,
-    /// Tasks sent to it so far.
-    sent: usize,
-    /// The chunk it is running: its first index and length.
-    busy: Option<(usize, usize)>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum State {
-    Open,
-    Closed,
-    Terminated,
-    Joined,
-}
-
-struct Inner {
-    workers: Vec<Worker>,
-    state: State,
-}
-
-type Initializer = Arc<dyn Fn() + Send + Sync>;
+/// The crash points of the pool's dispatch, in the order a task meets them.
+pub(crate) const CRASH_POINTS: &[&str] = &[
+    "pool.dispatch.sent",
+    "pool.worker.received",
+    "pool.worker.replied",
+    "pool.collect.received",
+    "pool.worker.replaced",
+];
 
 /// A pool of worker processes (Python's `multiprocessing.Pool`), using the
 /// fork start method; workers live as long as the pool.
@@ -57,14 +48,32 @@ type Initializer = Arc<dyn Fn() + Send + Sync>;
 ///
 /// - A panic in a task is [`Error::TaskFailed`] for that item; the worker
 ///   survives.
+/// - An item or a result too large for a frame (64 MiB) is
+///   [`Error::TooLarge`] for that item; the worker survives.
 /// - A worker that dies (killed, or calling `exit`) is replaced, and its
-///   item is [`Error::WorkerDied`], never a hang.
+///   items are [`Error::WorkerDied`], never a hang. If no replacement can
+///   be started (a failed fork) and none is left, calls fail with
+///   [`Error::NoWorkers`].
+/// - Every method may be called from any thread, during an `imap` on the
+///   same thread too; [`terminate`](Self::terminate) from another thread
+///   stops a call whose task hangs.
 /// - After [`join`](Self::join), [`terminate`](Self::terminate) or a drop, no
 ///   worker or zombie remains.
 ///
-/// Workers are daemons: they get `PR_SET_PDEATHSIG`, which follows the
-/// *thread* that forked them, so create the pool (and call `map`, which may
-/// start replacements) from a thread that outlives it.
+/// # Fork notes
+/// - Workers are daemons: they get `PR_SET_PDEATHSIG`, which follows the
+///   *thread* that forked them, so create the pool (and call `map`, which
+///   may start replacements) from a thread that outlives it.
+/// - A forked child holds a copy of the pool but not its workers: every
+///   call there is [`Error::ForeignPool`] (`close`, `terminate` and drop do
+///   nothing there), so the child can never take its parent's results.
+/// - Workers inherit every descriptor the parent holds when they are
+///   forked, as Python's do under fork. A [`pipe`](crate::pipe) end made
+///   before the pool (or before a replacement worker starts) stays open in
+///   them, so its peer reads `Disconnected` only once the pool is joined or
+///   terminated. Make pipes whose end of file matters after the pool, and
+///   before any replacement can be forked: with `max_tasks_per_child`, or
+///   if a worker may die, send an explicit last message instead.
 ///
 /// ```
 /// fn square(x: u64) -> u64 {
@@ -77,12 +86,9 @@ type Initializer = Arc<dyn Fn() + Send + Sync>;
 /// # Ok::<(), shmsync::Error>(())
 /// ```
 pub struct Pool {
-    inner: Mutex<Inner>,
-    initializer: Option<Initializer>,
-    max_tasks_per_child: usize,
-    /// The process that made the pool: a copy inherited by a forked child
-    /// must not stop its parent's workers when dropped there.
-    owner: u32,
+    core: Arc<Core>,
+    /// The result thread of async calls, started by the first one.
+    results: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Builds a [`Pool`]: `Pool::builder().processes(4).initializer(f).build()`.
@@ -122,20 +128,8 @@ impl PoolBuilder {
                 detail: "processes and max_tasks_per_child must be at least 1".to_string(),
             });
         }
-        let pool = Pool {
-            inner: Mutex::new(Inner { workers: Vec::new(), state: State::Open }),
-            initializer: self.initializer,
-            max_tasks_per_child: self.max_tasks_per_child.unwrap_or(usize::MAX),
-            owner: std::process::id(),
-        };
-        {
-            let mut inner = pool.lock();
-            for _ in 0..self.processes {
-                let w = pool.start_worker(&inner.workers)?;
-                inner.workers.push(w);
-            }
-        }
-        Ok(pool)
+        let core = Core::new(self.processes, self.initializer, self.max_tasks_per_child.unwrap_or(usize::MAX))?;
+        Ok(Pool { core: Arc::new(core), results: std::sync::Mutex::new(None) })
     }
 }
 
@@ -151,40 +145,13 @@ impl Pool {
         PoolBuilder { processes: cpus, initializer: None, max_tasks_per_child: None }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Forks one worker. `others` are the live workers, whose pool-side
-    /// descriptors the new worker must close.
-    fn start_worker(&self, others: &[Worker]) -> Result<Worker> {
-        let (ours, theirs) = pipe()?;
-        let mut foreign: Vec<_> = others.iter().map(|w| w.conn.as_fd().as_raw_fd()).collect();
-        foreign.push(ours.as_fd().as_raw_fd());
-        let init = self.initializer.clone();
-        let max = self.max_tasks_per_child;
-        let process = Process::new(move || worker::main(theirs, foreign, init, max)).daemon(true);
-        let name = process.name().replacen("Process", "PoolWorker", 1);
-        let process = process.with_name(name);
-        process.start()?;
-        Ok(Worker { process, conn: ours, sent: 0, busy: None })
-    }
-
-    /// Starts a worker in slot `i` of `inner` (whose old worker is reaped);
-    /// if that fails, the slot is removed.
-    fn replace_worker(&self, inner: &mut Inner, i: usize) {
-        match self.start_worker(&inner.workers) {
-            Ok(w) => inner.workers[i] = w,
-            Err(e) => {
-                log::error!("shmsync: could not replace a pool worker: {e}");
-                inner.workers.remove(i);
-            }
-        }
-    }
-
     /// The workers' pids (a snapshot; replacements change it).
+    /// Empty in a forked child, which has none of its parent's workers.
     pub fn pids(&self) -> Vec<u32> {
-        self.lock().workers.iter().filter_map(|w| w.process.pid()).collect()
+        if self.core.is_foreign() {
+            return Vec::new();
+        }
+        self.core.pids()
     }
 
     /// Runs `f` on every item, in the workers, and returns the results in
@@ -223,8 +190,10 @@ impl Pool {
     }
 
     /// Streams each item's outcome, in input order, as results arrive. A
-    /// setup error (a closed pool) comes as the first item. Dropping the
-    /// iterator early waits for the chunks already running.
+    /// setup error (a closed pool) comes as the first item; a pool
+    /// terminated meanwhile ends the stream with `PoolClosed`. Dropping the
+    /// iterator early waits for nothing: the chunks already running finish
+    /// in their workers, and their results are thrown away.
     pub fn imap<T, R, I>(&self, f: fn(T) -> R, items: I) -> Imap<'_, I::IntoIter, R>
     where
         I: IntoIterator<Item = T>,
@@ -259,86 +228,78 @@ impl Pool {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        Imap::new(self, self.lock(), f, items.into_iter(), chunk.max(1), ordered)
+        Imap::new(self, wire::addresses(f), items.into_iter(), chunk, ordered)
     }
 
-    /// Stops taking tasks; the workers exit once they see it.
+    /// Stops taking new calls. Calls already made run to the end; then the
+    /// workers exit. Does nothing in a forked child.
     pub fn close(&self) {
-        let mut inner = self.lock();
-        if inner.state == State::Open {
-            inner.state = State::Closed;
-            // Closing our ends is what tells each worker to finish.
-            for w in &mut inner.workers {
-                let _ = nix::sys::socket::shutdown(w.conn.as_fd().as_raw_fd(), nix::sys::socket::Shutdown::Both);
-            }
+        if !self.core.is_foreign() {
+            self.core.close();
         }
     }
 
-    /// Stops the workers at once (`SIGTERM`) and reaps them.
+    /// Stops the workers now: `SIGTERM`, then `SIGKILL` for any still
+    /// running after [`TERMINATE_GRACE`] (half a second, for all workers
+    /// together), and reaps them. Items still outstanding in any call are
+    /// `PoolClosed`. Does nothing in a forked child.
     pub fn terminate(&self) {
-        let mut inner = self.lock();
-        for w in &inner.workers {
-            let _ = w.process.terminate();
+        if !self.core.is_foreign() {
+            self.core.terminate();
+            self.stop_result_thread();
         }
-        for w in &inner.workers {
-            let _ = w.process.join();
-        }
-        inner.workers.clear();
-        inner.state = State::Terminated;
     }
 
     /// Waits for every worker to exit and reaps it. `PoolNotClosed` before
-    /// [`close`](Self::close) or [`terminate`](Self::terminate).
+    /// [`close`](Self::close) or [`terminate`](Self::terminate). While it
+    /// waits it still collects the results of calls in flight.
     pub fn join(&self) -> Result<()> {
-        let mut inner = self.lock();
-        if inner.state == State::Open {
-            return Err(Error::PoolNotClosed);
+        self.check_owner()?;
+        self.core.join(None)?;
+        self.stop_result_thread();
+        Ok(())
+    }
+
+    /// As [`join`](Self::join), waiting at most `timeout` in all; `Ok(false)`
+    /// if some worker is still running then (call it again, or `terminate`).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.check_owner()?;
+        let joined = self.core.join(Some(&Deadline::after(timeout)))?;
+        if joined {
+            self.stop_result_thread();
         }
-        for w in &inner.workers {
-            w.process.join()?;
+        Ok(joined)
+    }
+
+    fn check_owner(&self) -> Result<()> {
+        if self.core.is_foreign() {
+            return Err(Error::ForeignPool { owner: self.core.owner });
         }
-        inner.workers.clear();
-        inner.state = State::Joined;
         Ok(())
     }
 }
 
-impl Pool {
-    /// As [`join`](Self::join), waiting at most `timeout` in all; `Ok(false)`
-    /// if some worker is still running then (call it again, or `terminate`).
-    pub fn join_timeout(&self, timeout: std::time::Duration) -> Result<bool> {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut inner = self.lock();
-        if inner.state == State::Open {
-            return Err(Error::PoolNotClosed);
-        }
-        for w in &inner.workers {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if w.process.join_timeout(left)?.is_none() {
-                return Ok(false);
-            }
-        }
-        inner.workers.clear();
-        inner.state = State::Joined;
-        Ok(true)
-    }
-}
-
 impl Drop for Pool {
+    /// Terminates the workers unless the pool was joined; in a forked
+    /// child, does nothing.
     fn drop(&mut self) {
-        if std::process::id() != self.owner {
+        if self.core.is_foreign() {
             return;
         }
-        let done = matches!(self.lock().state, State::Terminated | State::Joined);
+        let done = matches!(self.core.lock().state, State::Terminated | State::Joined);
         if !done {
-            self.terminate();
+            self.core.terminate();
         }
+        self.stop_result_thread();
     }
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = self.lock();
-        f.debug_struct("Pool").field("state", &inner.state).field("workers", &inner.workers.len()).finish()
+        if self.core.is_foreign() {
+            return f.debug_struct("Pool").field("owner", &self.core.owner).field("foreign", &true).finish();
+        }
+        let g = self.core.lock();
+        f.debug_struct("Pool").field("state", &g.state).field("workers", &Core::workers(&g)).finish()
     }
 }
