@@ -164,6 +164,9 @@ pub struct Segment<T> {
     /// Shared with every other handle to the same inode in this process;
     /// `None` only inside `drop`.
     map: Option<Arc<Mapping>>,
+    /// The object's address in that mapping, kept so that every operation
+    /// reaches it in one load.
+    object: *const u8,
     name: String,
     /// The pid that may unlink on drop: a forked child that drops an
     /// inherited handle must not remove its parent's name.
@@ -201,8 +204,9 @@ impl<T> Segment<T> {
         // object) or by `open` (which checked kind, layout and size), so a
         // valid, initialised T sits at OBJECT_OFFSET, aligned (the offset is a
         // multiple of T's alignment, asserted in `total_size`), and is mapped
-        // for as long as `self` lives. T is designed for shared `&` access.
-        unsafe { &*self.mapping().ptr().add(header::OBJECT_OFFSET).cast::<T>() }
+        // for as long as `self` lives (`object` points into `map`, which
+        // `self` holds). T is designed for shared `&` access.
+        unsafe { &*self.object.cast::<T>() }
     }
 
     /// The pid of the process that created the segment, as the segment says.
@@ -302,7 +306,11 @@ fn expected_fingerprint<L: Layout>() -> Fingerprint {
 }
 
 fn segment<T>(map: Arc<Mapping>, name: &str, unlinker: Option<u32>, owner_uid: u32) -> Segment<T> {
-    Segment { map: Some(map), name: name.to_string(), unlinker, owner_uid, _object: PhantomData }
+    // SAFETY: every mapping a Segment holds covers the header, so the object
+    // offset is within it (or one past its end for a short foreign file,
+    // which `open` refuses before anyone reads the object).
+    let object = unsafe { map.ptr().add(header::OBJECT_OFFSET) }.cast_const();
+    Segment { map: Some(map), object, name: name.to_string(), unlinker, owner_uid, _object: PhantomData }
 }
 
 fn no_space(name: &str, bytes: usize) -> Error {

@@ -3,14 +3,20 @@
 //!
 //! A *shard* is one thread and up to [`WORDS_PER_SHARD`] entries, one per
 //! (word, expected value); every future pending on the same entry adds its
-//! waker to it. The thread sleeps on all its entries' words plus its own
-//! control word (bumped when an entry is added, so it re-arms with the new
-//! word). When it wakes it compares each entry's word with the expected
-//! value and wakes the wakers of those that differ, removing the entry; at
-//! each re-check slice it also asks each entry's readiness check (for
-//! changes a killed process published without bumping the word). With no
-//! entries, a shard sleeps on its control word alone, without a timeout: an
-//! idle process costs no CPU.
+//! waker to it. The thread sleeps, without a timeout, on all its entries'
+//! words plus its own control word (bumped when an entry is added, so it
+//! re-arms with the new word, or when the auditor wants it to look). When it
+//! wakes it compares each entry's word with the expected value and wakes the
+//! wakers of those that differ, removing the entry.
+//!
+//! One *auditor* thread per process stands in for the re-check slices of
+//! blocking waits: every [`AUDIT`] it loads every registered word and asks
+//! each entry's readiness check (for changes a killed process published
+//! without waking anyone), and pokes only a shard that has one to report.
+//! That is a few loads per entry, once per period, for the whole process:
+//! re-entering `futex_waitv` over 128 shared futexes costs the kernel far
+//! more, so the shards never wake on a timer. With no registrations, the
+//! auditor sleeps without a timeout too: an idle process costs no CPU.
 //!
 //! Entries hold the address of a word in a segment mapping. That mapping
 //! stays mapped while any future registered on the entry lives (the future
@@ -26,11 +32,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
-use crate::raw::{Sleeper, Woke};
+use crate::raw::Sleeper;
 use crate::sys::futex;
 
 /// Words one shard watches; the kernel's limit, less the control word.
 pub const WORDS_PER_SHARD: usize = futex::WAIT_MANY_MAX - 1;
+
+/// How often the auditor looks for what a killed process left unannounced:
+/// with the shard's own wake, a pending future goes on within this bound
+/// (below `raw::RECHECK`).
+pub const AUDIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A readiness check for re-check slices: `true` if what the future waits
 /// for holds (the future then polls again).
@@ -68,6 +79,8 @@ struct ShardState {
 struct Shard {
     state: Mutex<ShardState>,
     control: AtomicU32,
+    /// The auditor found an entry to fire: look with the readiness checks.
+    audit: std::sync::atomic::AtomicBool,
     /// No `futex_waitv` on this kernel: this shard watches one word, with
     /// a plain futex wait.
     single: bool,
@@ -76,6 +89,8 @@ struct Shard {
 struct Global {
     pid: u32,
     shards: Vec<Arc<Shard>>,
+    /// Bumped on every registration, so a sleeping auditor starts again.
+    auditor: Arc<AtomicU32>,
 }
 
 static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
@@ -155,10 +170,15 @@ pub(crate) fn register(watch: Watch, waker: &Waker, previous: Option<Registratio
     drop(state);
     if new_entry {
         // Re-arm the thread with the new word.
-        shard.control.fetch_add(1, Ordering::Release);
-        futex::wake_all(&shard.control);
+        poke(&shard);
     }
     Registration { shard, word, expected: watch.expected, id }
+}
+
+/// Wakes a shard's thread to look again.
+fn poke(shard: &Shard) {
+    shard.control.fetch_add(1, Ordering::Release);
+    futex::wake_all(&shard.control);
 }
 
 /// The shard already watching (word, expected), or one with room, or a new one.
@@ -167,9 +187,17 @@ fn shard_for(word: usize, expected: u32) -> Arc<Shard> {
     let me = std::process::id();
     if global.as_ref().is_none_or(|g| g.pid != me) {
         // First use, or a forked child: the parent's threads are not here.
-        *global = Some(Global { pid: me, shards: Vec::new() });
+        let auditor = Arc::new(AtomicU32::new(0));
+        let signal = Arc::clone(&auditor);
+        if let Err(e) = std::thread::Builder::new().name("shmsync-audit".to_string()).spawn(move || audit(&signal)) {
+            log::error!("shmsync: could not start the async auditor thread: {e}; a killed peer may strand async waits");
+        }
+        *global = Some(Global { pid: me, shards: Vec::new(), auditor });
     }
     let g = global.as_mut().unwrap_or_else(|| unreachable!("just set"));
+    // A registration: let a sleeping auditor know there is work again.
+    g.auditor.fetch_add(1, Ordering::Release);
+    futex::wake_all(&g.auditor);
     let mut with_room = None;
     for shard in &g.shards {
         let state = lock(&shard.state);
@@ -187,6 +215,7 @@ fn shard_for(word: usize, expected: u32) -> Arc<Shard> {
     let shard = Arc::new(Shard {
         state: Mutex::new(ShardState::default()),
         control: AtomicU32::new(0),
+        audit: std::sync::atomic::AtomicBool::new(false),
         single: !futex_waitv_works(),
     });
     let runner = Arc::clone(&shard);
@@ -208,9 +237,37 @@ fn futex_waitv_works() -> bool {
     })
 }
 
+/// The auditor: every [`AUDIT`], looks at every shard's entries and pokes
+/// those with something to fire. Sleeps without a timeout while nothing is
+/// registered anywhere.
+fn audit(signal: &AtomicU32) {
+    loop {
+        let seen = signal.load(Ordering::Acquire);
+        let shards: Vec<Arc<Shard>> = match lock(&GLOBAL).as_ref() {
+            Some(g) if g.pid == std::process::id() => g.shards.clone(),
+            _ => return, // this process forked and this is a stale copy: gone
+        };
+        let mut watching = false;
+        for shard in &shards {
+            let state = lock(&shard.state);
+            watching |= !state.entries.is_empty();
+            if state.entries.iter().any(|e| e.fired(true)) {
+                drop(state);
+                shard.audit.store(true, Ordering::Release);
+                poke(shard);
+            }
+        }
+        if watching {
+            std::thread::sleep(AUDIT);
+        } else {
+            // Nothing to audit: until the next registration.
+            futex::wait(signal, seen, None);
+        }
+    }
+}
+
 /// A shard's thread.
 fn run(shard: &Shard) {
-    let mut sleeper = Sleeper::new();
     let mut words = Vec::with_capacity(WORDS_PER_SHARD + 1);
     loop {
         let control = shard.control.load(Ordering::Acquire);
@@ -220,17 +277,17 @@ fn run(shard: &Shard) {
             let state = lock(&shard.state);
             words.extend(state.entries.iter().map(|e| (e.word as *const AtomicU32, e.expected)));
         }
-        let woke = if words.len() == 1 {
+        if words.len() == 1 {
             // Nothing to watch: sleep until something is registered.
             futex::wait(&shard.control, control, None);
-            sleeper = Sleeper::new();
-            continue;
         } else if shard.single {
-            sleeper.sleep_at(words[1].0, words[1].1, None)
+            // No futex_waitv: the one entry's word, with the control word
+            // checked by the auditor's pokes (a slice bounds the delay).
+            Sleeper::new().sleep_at(words[1].0, words[1].1, None);
         } else {
-            sleeper.sleep_many(&words, None).unwrap_or(Woke::Signalled)
-        };
-        let recheck = woke == Woke::Recheck;
+            futex::wait_many(&words, None);
+        }
+        let recheck = shard.audit.swap(false, Ordering::AcqRel);
         let wakers: Vec<Waker> = {
             let mut state = lock(&shard.state);
             let mut fired = Vec::new();
@@ -244,9 +301,6 @@ fn run(shard: &Shard) {
             });
             fired
         };
-        if !wakers.is_empty() {
-            sleeper = Sleeper::new();
-        }
         for waker in wakers {
             waker.wake();
         }
