@@ -634,3 +634,58 @@ mod dict {
         writer_killed_at("dict.commit.flipped", "dict_flipped", true);
     }
 }
+
+/// Wakes are never lost, with no re-check slice to fall back on: a stream
+/// through a queue and many barrier generations, every process sleeping in
+/// slices far longer than the test's deadline. A waker that cleared a
+/// sleeper's flag from under it (the sleeper registered on the very value
+/// the waker had just bumped) stalled such a stream until the next slice.
+#[cfg(feature = "failpoints")]
+mod no_lost_wakes {
+    use super::support::*;
+    use super::*;
+    use shmsync::{Barrier, Queue};
+
+    fn without_slices() {
+        shmsync::__private::set_recheck_for_tests(LONG * 10);
+    }
+
+    #[test]
+    fn a_stream_through_a_queue_never_waits_for_a_slice() {
+        let _s = serial();
+        let names = Names::new("stream_no_slices");
+        let q = Queue::<Vec<u8>>::builder(&names.get("q")).capacity(64 << 10).unlink_on_drop(true).create().unwrap();
+        const N: usize = 1_000_000;
+        let consumer = fork(|| {
+            without_slices();
+            i32::from((0..N).any(|_| q.get().map(|m| m.len()).unwrap_or(0) != 64))
+        });
+        let producer = fork(|| {
+            without_slices();
+            let msg = vec![7u8; 64];
+            i32::from((0..N).any(|_| q.put(&msg).is_err()))
+        });
+        let mut consumer = consumer;
+        let mut producer = producer;
+        assert_eq!(producer.wait_for(LONG), End::Exited(0));
+        assert_eq!(consumer.wait_for(LONG), End::Exited(0));
+    }
+
+    #[test]
+    fn barrier_generations_never_wait_for_a_slice() {
+        let _s = serial();
+        let names = Names::new("barrier_no_slices");
+        let b = Barrier::builder(&names.get("b")).parties(3).unlink_on_drop(true).create().unwrap();
+        let parties: Vec<Child> = (0..3)
+            .map(|_| {
+                fork(|| {
+                    without_slices();
+                    i32::from((0..3000).any(|_| b.wait_timeout(LONG).is_err()))
+                })
+            })
+            .collect();
+        for mut p in parties {
+            assert_eq!(p.wait_for(LONG), End::Exited(0));
+        }
+    }
+}

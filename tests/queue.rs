@@ -317,10 +317,10 @@ fn joinable_queue_join_returns_once_every_item_is_done() {
 /// the 128-byte header; see `data::ring`'s layout test).
 mod ring_layout {
     pub const CAPACITY: u64 = super::common::OBJECT_OFFSET;
-    pub const PUT_WORD: u64 = CAPACITY + 112;
-    pub const GET_WORD: u64 = CAPACITY + 176;
-    pub const NOT_EMPTY: u64 = CAPACITY + 192;
-    pub const DATA: u64 = CAPACITY + 448;
+    pub const PUT_WORD: u64 = CAPACITY + 128;
+    pub const GET_WORD: u64 = CAPACITY + 256;
+    pub const NOT_EMPTY: u64 = CAPACITY + 320;
+    pub const DATA: u64 = CAPACITY + 576;
 }
 
 /// A tiny xorshift stream: random-looking, the same on every run.

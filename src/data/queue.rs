@@ -82,6 +82,8 @@ macro_rules! named_queue {
             /// The ring's size, checked against the mapping once, at open:
             /// never read again from the segment.
             cap: usize,
+            /// What this handle last saw of the sides' words.
+            cache: ring::Cache,
             _message: PhantomData<fn(T) -> T>,
         }
 
@@ -120,7 +122,7 @@ macro_rules! named_queue {
             fn from_segment(seg: Segment<Ring>) -> Self {
                 let (_, trailing) = seg.trailing();
                 let cap = seg.object().capacity().min(trailing) / 8 * 8;
-                $ty { seg, cap, _message: PhantomData }
+                $ty { seg, cap, cache: ring::Cache::default(), _message: PhantomData }
             }
         }
 
@@ -139,7 +141,7 @@ macro_rules! named_queue {
 
             fn view(&self) -> View<'_> {
                 let (data, _) = self.seg.trailing();
-                View::new(self.seg.object(), data, self.cap)
+                View::new(self.seg.object(), data, self.cap, &self.cache)
             }
 
             fn corrupt(&self, detail: String) -> Error {

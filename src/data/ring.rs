@@ -51,7 +51,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::raw::{RawLock, Sleeper, Spin, SpinWait, Woke};
+use crate::raw::{register_sleeper, RawLock, Sleeper, Spin, SpinWait, Woke};
 use crate::sys::futex;
 use crate::sys::time::Deadline;
 
@@ -122,23 +122,30 @@ impl Waiters {
     fn wake(&self, all: bool) {
         let bumped = self.seq.fetch_add(SEQ_STEP, Ordering::SeqCst).wrapping_add(SEQ_STEP);
         let woke = futex::wake(&self.seq, if all { u32::MAX } else { 1 });
-        // After waking all, or finding nobody, no one sleeps on `bumped`
-        // (a sleeper that saw it would have seen what it waits for).
+        // After waking all, or finding nobody, no one sleeps on `bumped`:
+        // a sleeper registered since would have changed the word.
         if all || woke == 0 {
             let _ = self.seq.compare_exchange(bumped, bumped & !SLEEPERS, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
-    /// Marks a sleeper and returns the word to sleep on.
+    /// Marks a sleeper and returns the word to sleep on (the word always
+    /// changes: see `raw::register_sleeper`).
     fn register(&self) -> u32 {
-        self.seq.fetch_or(SLEEPERS, Ordering::SeqCst) | SLEEPERS
+        register_sleeper(&self.seq, SLEEPERS, SEQ_STEP)
     }
 }
 
-/// One side's lock and commit word.
+/// A field alone on its cache line: a side's lock is touched only by that
+/// side, its commit word by both, and the two must not share a line (the
+/// other side's reads of the word would take the lock's line away from its
+/// holder on every message).
 #[repr(C, align(64))]
-struct Side {
-    lock: RawLock,
+struct Line<T>(T);
+
+/// One side's commit word.
+#[repr(C)]
+struct Words {
     word: AtomicU64,
     /// Consumers only: see `get.reading` in the module docs.
     reading: AtomicU64,
@@ -147,14 +154,46 @@ struct Side {
 /// The ring's shared state. Its bytes follow it in the segment.
 #[repr(C)]
 pub struct Ring {
-    capacity: u64,
-    put: Side,
-    get: Side,
+    capacity: Line<u64>,
+    put_lock: Line<RawLock>,
+    put: Line<Words>,
+    get_lock: Line<RawLock>,
+    get: Line<Words>,
     not_empty: Waiters,
     not_full: Waiters,
     all_done: Waiters,
-    done: AtomicU32,
+    done: Line<AtomicU32>,
 }
+
+/// What one handle last saw of each side's word, so that a producer reads
+/// the consumers' word (and a consumer the producers') only when its last
+/// look says the ring is full (or empty). Read and written only under the
+/// side's lock, which orders them between the handle's threads.
+///
+/// Why a stale value is safe (positions are taken modulo 2C, so a value that
+/// is too old could alias):
+/// - A consumer uses its last look at the producers' word only while it
+///   shows a message beyond its own head: that message was committed before
+///   the look, so the look's write position is at most C bytes ahead of the
+///   head, and the stale view only understates the messages there.
+/// - A producer uses its last look at the consumers' word only while no other
+///   producer has committed since (the producers' word is still the one its
+///   own last commit left): each of its commits stayed within the room that
+///   look showed, so its write position is at most C bytes past the stale
+///   read position, and the stale view only understates the room.
+#[derive(Debug, Default)]
+pub struct Cache {
+    /// The producers' word, as this handle's consumers last saw it.
+    put: AtomicU64,
+    /// The consumers' word, as this handle's producers last saw it.
+    get: AtomicU64,
+    /// The producers' word when `get` was last trusted: after this handle's
+    /// last commit, or when it read `get` afresh.
+    put_then: AtomicU64,
+}
+
+/// A cache for views with no handle (the watcher's checks): never trusted.
+static NO_CACHE: Cache = Cache { put: AtomicU64::new(0), get: AtomicU64::new(0), put_then: AtomicU64::new(u64::MAX) };
 
 // SAFETY: every field is atomic, a process-shared lock, or read-only after
 // init; the bytes are touched only under the side locks, as the module docs
@@ -195,13 +234,15 @@ enum Place {
     Split { at: usize },
 }
 
-/// A ring as one handle sees it: the shared state, and its bytes with a
-/// length this handle checked once, at open.
+/// A ring as one handle sees it: the shared state, its bytes with a length
+/// this handle checked once, at open, and what the handle last saw of each
+/// side's word.
 #[derive(Clone, Copy)]
 pub struct View<'a> {
     ring: &'a Ring,
     data: *mut u8,
     cap: usize,
+    cache: &'a Cache,
 }
 
 // SAFETY: a View is a shared reference to the ring (Sync) and the address of
@@ -221,36 +262,36 @@ impl Ring {
         // every field but the locks, the capacity and `reading`, written next.
         unsafe {
             this.cast::<u8>().write_bytes(0, std::mem::size_of::<Self>());
-            (&raw mut (*this).capacity).write(capacity as u64);
-            RawLock::init(&raw mut (*this).put.lock);
-            RawLock::init(&raw mut (*this).get.lock);
-            (*this).get.reading.store(NOT_READING, Ordering::Relaxed);
+            (&raw mut (*this).capacity.0).write(capacity as u64);
+            RawLock::init(&raw mut (*this).put_lock.0);
+            RawLock::init(&raw mut (*this).get_lock.0);
+            (*this).get.0.reading.store(NOT_READING, Ordering::Relaxed);
         }
     }
 
     /// On open: the recorded capacity must be a ring size that fits in the
     /// `trailing` bytes there, and the locks must be locks.
     pub fn check(&self, trailing: usize) -> Result<(), String> {
-        let cap = self.capacity;
+        let cap = self.capacity.0;
         if cap % 8 != 0 || cap < MIN_CAPACITY as u64 || cap > MAX_CAPACITY as u64 || cap > trailing as u64 {
             return Err(format!("its ring claims {cap} bytes but {trailing} are there"));
         }
-        self.put.lock.check()?;
-        self.get.lock.check()?;
+        self.put_lock.0.check()?;
+        self.get_lock.0.check()?;
         Ok(())
     }
 
     /// The recorded capacity (checked at open; a handle uses its own copy).
     pub fn capacity(&self) -> usize {
-        self.capacity as usize
+        self.capacity.0 as usize
     }
 
     /// Messages in the ring now (a snapshot), at most `capacity / 8`.
     pub fn len(&self) -> usize {
         // Consumers' word first: `gets` only grows and never passes `puts`,
         // so a later look at `puts` is at least as large.
-        let (gets, _) = unpack(self.get.word.load(Ordering::Acquire));
-        let (puts, _) = unpack(self.put.word.load(Ordering::Acquire));
+        let (gets, _) = unpack(self.get.0.word.load(Ordering::Acquire));
+        let (puts, _) = unpack(self.put.0.word.load(Ordering::Acquire));
         (puts.wrapping_sub(gets) as usize).min(self.capacity() / HEADER)
     }
 
@@ -260,42 +301,42 @@ impl Ring {
         if span == 0 {
             return 0;
         }
-        let (_, head) = unpack(self.get.word.load(Ordering::Acquire));
-        let (_, tail) = unpack(self.put.word.load(Ordering::Acquire));
+        let (_, head) = unpack(self.get.0.word.load(Ordering::Acquire));
+        let (_, tail) = unpack(self.put.0.word.load(Ordering::Acquire));
         ((tail % span + span - head % span) % span).min(self.capacity())
     }
 
     /// Messages put and not yet marked done (a snapshot).
     pub fn unfinished(&self) -> u32 {
         // `done` first, for the same reason as in `len`.
-        let done = self.done.load(Ordering::SeqCst);
-        let (puts, _) = unpack(self.put.word.load(Ordering::SeqCst));
+        let done = self.done.0.load(Ordering::SeqCst);
+        let (puts, _) = unpack(self.put.0.word.load(Ordering::SeqCst));
         puts.wrapping_sub(done)
     }
 
     /// Whether a message is committed and not taken (a lock-free look, for
     /// waiters; reads only the two sides' counts).
     pub fn has_message(&self) -> bool {
-        let (gets, _) = unpack(self.get.word.load(Ordering::SeqCst));
-        let (puts, _) = unpack(self.put.word.load(Ordering::SeqCst));
+        let (gets, _) = unpack(self.get.0.word.load(Ordering::SeqCst));
+        let (puts, _) = unpack(self.put.0.word.load(Ordering::SeqCst));
         puts != gets
     }
 
     /// Whether a message of `len` bytes would fit now in this ring taken as
     /// `cap` bytes long (a lock-free look, for waiters).
     pub fn has_room_for(&self, cap: usize, len: usize) -> bool {
-        View { ring: self, data: std::ptr::null_mut(), cap }.room_for(record_size(len))
+        View { ring: self, data: std::ptr::null_mut(), cap, cache: &NO_CACHE }.room_for(record_size(len))
     }
 
     /// Marks one task done. `false` if more were done than put.
     pub fn task_done(&self) -> bool {
-        let mut done = self.done.load(Ordering::SeqCst);
+        let mut done = self.done.0.load(Ordering::SeqCst);
         loop {
-            let (puts, _) = unpack(self.put.word.load(Ordering::SeqCst));
+            let (puts, _) = unpack(self.put.0.word.load(Ordering::SeqCst));
             if puts.wrapping_sub(done) == 0 {
                 return false;
             }
-            match self.done.compare_exchange(done, done.wrapping_add(1), Ordering::SeqCst, Ordering::SeqCst) {
+            match self.done.0.compare_exchange(done, done.wrapping_add(1), Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => break,
                 Err(now) => done = now,
             }
@@ -336,9 +377,10 @@ struct Taken {
 
 impl<'a> View<'a> {
     /// The ring of `ring`, whose `cap` bytes start at `data`: `cap` is the
-    /// handle's own copy of the capacity, checked against its mapping.
-    pub fn new(ring: &'a Ring, data: *mut u8, cap: usize) -> View<'a> {
-        View { ring, data, cap }
+    /// handle's own copy of the capacity, checked against its mapping, and
+    /// `cache` its own record of the sides' words.
+    pub fn new(ring: &'a Ring, data: *mut u8, cap: usize, cache: &'a Cache) -> View<'a> {
+        View { ring, data, cap, cache }
     }
 
     fn corrupt(&self, what: &str, value: impl std::fmt::Display) -> String {
@@ -445,8 +487,8 @@ impl<'a> View<'a> {
 
     /// Whether `need` bytes are free now (a lock-free look, for waiters).
     fn room_for(&self, need: usize) -> bool {
-        let get_word = self.ring.get.word.load(Ordering::SeqCst);
-        let put_word = self.ring.put.word.load(Ordering::SeqCst);
+        let get_word = self.ring.get.0.word.load(Ordering::SeqCst);
+        let put_word = self.ring.put.0.word.load(Ordering::SeqCst);
         match self.span(put_word, get_word) {
             Ok((_, _, used)) => self.cap - used >= need,
             Err(_) => true, // let the locked attempt report it
@@ -458,8 +500,8 @@ impl<'a> View<'a> {
     /// lock was not free before the deadline.
     fn try_put(&self, need: usize, lock_by: Option<&Deadline>) -> Result<Option<Reserved>, PutError> {
         let locked = match lock_by {
-            None => Some(self.ring.put.lock.lock_recovering()),
-            Some(d) => self.ring.put.lock.lock_recovering_until(d),
+            None => Some(self.ring.put_lock.0.lock_recovering()),
+            Some(d) => self.ring.put_lock.0.lock_recovering_until(d),
         };
         if locked.is_none() {
             return Ok(None);
@@ -468,7 +510,7 @@ impl<'a> View<'a> {
             Ok(Some(r)) => Ok(Some(r)),
             other => {
                 // SAFETY: locked just above on this thread.
-                unsafe { self.ring.put.lock.unlock() };
+                unsafe { self.ring.put_lock.0.unlock() };
                 other.map_err(PutError::Corrupt)
             }
         }
@@ -477,10 +519,32 @@ impl<'a> View<'a> {
     /// Under the producers' lock: where a record of `need` bytes goes.
     fn reserve(&self, need: usize) -> Result<Option<Reserved>, String> {
         // Relaxed: only producers write it, under the lock we hold.
-        let put_word = self.ring.put.word.load(Ordering::Relaxed);
-        // Acquire: what the consumer read before freeing this room is done.
-        let get_word = self.ring.get.word.load(Ordering::Acquire);
-        let (tail, _, used) = self.span(put_word, get_word)?;
+        let put_word = self.ring.put.0.word.load(Ordering::Relaxed);
+        // The consumers' word as last seen (under this lock, which orders
+        // it after that Acquire load), read afresh only when that says the
+        // room is short or does not add up.
+        let mut get_word = self.cache.get.load(Ordering::Relaxed);
+        // Trusted only if no other producer committed since (see `Cache`).
+        let mut fresh = self.cache.put_then.load(Ordering::Relaxed) != put_word;
+        if fresh {
+            get_word = self.ring.get.0.word.load(Ordering::Acquire);
+            self.cache.get.store(get_word, Ordering::Relaxed);
+            self.cache.put_then.store(put_word, Ordering::Relaxed);
+        }
+        let (tail, used) = loop {
+            match self.span(put_word, get_word) {
+                Ok((tail, _, used)) if fresh || self.cap - used >= need => break (tail, used),
+                Err(e) if fresh => return Err(e),
+                _ => {
+                    // Acquire: what the consumer read before freeing this
+                    // room is done.
+                    get_word = self.ring.get.0.word.load(Ordering::Acquire);
+                    self.cache.get.store(get_word, Ordering::Relaxed);
+                    self.cache.put_then.store(put_word, Ordering::Relaxed);
+                    fresh = true;
+                }
+            }
+        };
         let (puts, _) = unpack(put_word);
         let free = self.cap - used;
         let at = self.offset(tail);
@@ -513,7 +577,7 @@ impl<'a> View<'a> {
                 unsafe { self.0.unlock() }
             }
         }
-        let _unlock = Unlock(&self.ring.put.lock);
+        let _unlock = Unlock(&self.ring.put_lock.0);
         let at = match reserved.place {
             Place::Whole { at } | Place::Split { at } => at,
             Place::AfterPad { pad_at } => {
@@ -540,7 +604,9 @@ impl<'a> View<'a> {
         fill(a, b);
         crash_point!("queue.put.copied");
         // Release: a consumer that sees the new word sees the bytes.
-        self.ring.put.word.store(reserved.next, Ordering::SeqCst);
+        self.ring.put.0.word.store(reserved.next, Ordering::SeqCst);
+        // Our own commit: the look at the consumers' word stays good.
+        self.cache.put_then.store(reserved.next, Ordering::Relaxed);
         crash_point!("queue.put.committed");
     }
 
@@ -583,7 +649,7 @@ impl<'a> View<'a> {
                 if locked {
                     let got = self.take(in_place, &mut read);
                     // SAFETY: locked just above on this thread.
-                    unsafe { self.ring.get.lock.unlock() };
+                    unsafe { self.ring.get_lock.0.unlock() };
                     match got {
                         Ok(Some(r)) => {
                             self.ring.not_full.notify(true);
@@ -649,17 +715,21 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Whether a message is committed and not taken (a lock-free look).
+    /// Whether a message is committed and not taken (a lock-free look; the
+    /// handle's last look at the producers' word first, so a consumer that
+    /// is behind reads no shared line the producer writes).
     pub fn has_message(&self) -> bool {
-        self.ring.has_message()
+        let (gets, _) = unpack(self.ring.get.0.word.load(Ordering::SeqCst));
+        let (seen, _) = unpack(self.cache.put.load(Ordering::Relaxed));
+        (seen.wrapping_sub(gets) as i32) > 0 || self.ring.has_message()
     }
 
     /// For an async put or get whose side's lock was busy: marks a sleeper
     /// on that lock's word and returns the word and the value to sleep on,
     /// or `None` if it is free now.
     pub fn arm_lock(&self, producers: bool) -> Option<(&'a AtomicU32, u32)> {
-        let side = if producers { &self.ring.put } else { &self.ring.get };
-        side.lock.arm()
+        let lock = if producers { &self.ring.put_lock.0 } else { &self.ring.get_lock.0 };
+        lock.arm()
     }
 
     /// As [`arm_readable`](Self::arm_readable), for room for a message of
@@ -682,13 +752,13 @@ impl<'a> View<'a> {
     /// Takes the consumers' lock; if its holder died inside a `get_with`
     /// closure, drops the message it was reading (see the module docs).
     fn lock_consumers(&self) {
-        if self.ring.get.lock.lock_recovering() {
+        if self.ring.get_lock.0.lock_recovering() {
             self.drop_if_read_by_the_dead();
         }
     }
 
     fn lock_consumers_until(&self, deadline: &Deadline) -> Option<()> {
-        if self.ring.get.lock.lock_recovering_until(deadline)? {
+        if self.ring.get_lock.0.lock_recovering_until(deadline)? {
             self.drop_if_read_by_the_dead();
         }
         Some(())
@@ -696,17 +766,17 @@ impl<'a> View<'a> {
 
     #[cold]
     fn drop_if_read_by_the_dead(&self) {
-        let word = self.ring.get.word.load(Ordering::Relaxed);
-        if self.ring.get.reading.load(Ordering::Relaxed) == word {
+        let word = self.ring.get.0.word.load(Ordering::Relaxed);
+        if self.ring.get.0.reading.load(Ordering::Relaxed) == word {
             // A dead reader saw this message: it must not be delivered again.
             let _ = self.take(false, &mut |_: &[u8], _: &[u8]| ());
         }
-        self.ring.get.reading.store(NOT_READING, Ordering::Relaxed);
+        self.ring.get.0.reading.store(NOT_READING, Ordering::Relaxed);
     }
 
     /// Under the consumers' lock: takes the oldest message, if any.
     fn take<R>(&self, in_place: bool, read: &mut impl FnMut(&[u8], &[u8]) -> R) -> Result<Option<R>, String> {
-        let word = self.ring.get.word.load(Ordering::Relaxed);
+        let word = self.ring.get.0.word.load(Ordering::Relaxed);
         let Some(taken) = self.locate(word)? else { return Ok(None) };
         let first = taken.len.min(self.cap - taken.at.min(self.cap));
         // SAFETY: we hold the consumers' lock and the record was committed;
@@ -719,15 +789,15 @@ impl<'a> View<'a> {
             )
         };
         if in_place {
-            self.ring.get.reading.store(word, Ordering::Relaxed);
+            self.ring.get.0.reading.store(word, Ordering::Relaxed);
             crash_point!("queue.get_with.reading");
         }
         let r = read(a, b);
         crash_point!("queue.get.copied");
         // Release: a producer that sees the new word may reuse the bytes.
-        self.ring.get.word.store(taken.next, Ordering::SeqCst);
+        self.ring.get.0.word.store(taken.next, Ordering::SeqCst);
         if in_place {
-            self.ring.get.reading.store(NOT_READING, Ordering::Relaxed);
+            self.ring.get.0.reading.store(NOT_READING, Ordering::Relaxed);
         }
         crash_point!("queue.get.committed");
         Ok(Some(r))
@@ -735,9 +805,23 @@ impl<'a> View<'a> {
 
     /// Under the consumers' lock: where the oldest message is, checked.
     fn locate(&self, word: u64) -> Result<Option<Taken>, String> {
-        // Acquire: the producer's bytes are visible once its word is.
-        let put_word = self.ring.put.word.load(Ordering::Acquire);
-        let (_, head, mut used) = self.span(put_word, word)?;
+        // The producers' word as last seen (under this lock), read afresh
+        // only when that shows no message or does not add up.
+        let mut put_word = self.cache.put.load(Ordering::Relaxed);
+        let mut fresh = false;
+        let (head, mut used) = loop {
+            match self.span(put_word, word) {
+                Ok((_, head, used)) if fresh || used > 0 => break (head, used),
+                Err(e) if fresh => return Err(e),
+                _ => {
+                    // Acquire: the producer's bytes are visible once its
+                    // word is.
+                    put_word = self.ring.put.0.word.load(Ordering::Acquire);
+                    self.cache.put.store(put_word, Ordering::Relaxed);
+                    fresh = true;
+                }
+            }
+        };
         let (gets, _) = unpack(word);
         if used == 0 {
             return Ok(None);
@@ -794,11 +878,11 @@ mod tests {
     #[test]
     fn layout_is_as_the_corruption_tests_assume() {
         assert_eq!(offset_of!(Ring, capacity), 0);
-        assert_eq!(offset_of!(Ring, put) + offset_of!(Side, word), 112);
-        assert_eq!(offset_of!(Ring, get) + offset_of!(Side, word), 176);
-        assert_eq!(offset_of!(Ring, get) + offset_of!(Side, reading), 184);
-        assert_eq!(offset_of!(Ring, not_empty), 192);
-        assert_eq!(size_of::<Ring>(), 448);
+        assert_eq!(offset_of!(Ring, put) + offset_of!(Words, word), 128);
+        assert_eq!(offset_of!(Ring, get) + offset_of!(Words, word), 256);
+        assert_eq!(offset_of!(Ring, get) + offset_of!(Words, reading), 264);
+        assert_eq!(offset_of!(Ring, not_empty), 320);
+        assert_eq!(size_of::<Ring>(), 576);
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //! reports broken, never a pass it cannot prove. Normal ends need no record,
 //! so a waiter may sleep through any number of them.
 //!
-//! Waking: a sleeper sets SLEEPERS in `seq`, checks `gen`, and sleeps on
+//! Waking: a sleeper sets SLEEPERS in `seq` (and bumps it, so the word
+//! changes: see `sleep::register_sleeper`), checks `gen`, and sleeps on
 //! `seq`. The last arriver (or a breaker) stores `gen + 1`, bumps `seq`
 //! keeping SLEEPERS, wakes everyone if the bit was set, then clears it only if
 //! `seq` is unchanged (no new sleeper). An ender killed between the store
@@ -39,7 +40,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::lock::RawLock;
-use super::sleep::{Sleeper, Woke};
+use super::sleep::{register_sleeper, Sleeper, Woke};
 use super::spin::{Spin, SpinWait};
 use crate::sys::futex;
 use crate::sys::time::Deadline;
@@ -231,7 +232,7 @@ impl RawBarrier {
     /// returns the word and the value to sleep on, or `None` if generation
     /// `gen` has ended.
     pub(crate) fn arm(&self, gen: u64) -> Option<(&AtomicU32, u32)> {
-        let seen = self.seq.fetch_or(SLEEPERS, Ordering::SeqCst) | SLEEPERS;
+        let seen = register_sleeper(&self.seq, SLEEPERS, SEQ_STEP);
         (self.gen.load(Ordering::SeqCst) == gen).then_some((&self.seq, seen))
     }
 
@@ -250,7 +251,7 @@ impl RawBarrier {
             if spin.spin() {
                 continue;
             }
-            let seen = self.seq.fetch_or(SLEEPERS, Ordering::SeqCst) | SLEEPERS;
+            let seen = register_sleeper(&self.seq, SLEEPERS, SEQ_STEP);
             if self.gen.load(Ordering::SeqCst) != gen {
                 continue;
             }

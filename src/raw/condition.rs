@@ -60,7 +60,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::lock::{Locked, RawLock};
-use super::sleep::{Sleeper, Woke};
+use super::sleep::{register_sleeper, Sleeper, Woke};
 use super::spin::{Spin, SpinWait};
 use crate::sys::futex;
 use crate::sys::proc::Identity;
@@ -278,7 +278,7 @@ impl RawCondition {
     /// # Safety
     /// The calling thread holds the lock.
     unsafe fn wait_overflow(&self, deadline: Option<&Deadline>) -> (Locked, bool) {
-        let seen = self.overflow.fetch_or(OVERFLOW_SLEEPERS, Ordering::Relaxed) | OVERFLOW_SLEEPERS;
+        let seen = register_sleeper(&self.overflow, OVERFLOW_SLEEPERS, OVERFLOW_STEP);
         // SAFETY: the caller holds the lock.
         unsafe { self.lock.unlock() };
         let mut sleeper = Sleeper::new();

@@ -26,7 +26,7 @@ mod lock;
 mod semaphore;
 mod sleep;
 mod spin;
-pub(crate) use sleep::{Sleeper, Woke};
+pub(crate) use sleep::{register_sleeper, Sleeper, Woke};
 pub(crate) use spin::{Spin, SpinWait};
 
 pub(crate) use barrier::Arrival;

@@ -28,6 +28,32 @@ pub const RECHECK: Duration = Duration::from_secs(1);
 /// A wait's first slice.
 pub const FIRST_SLICE: Duration = Duration::from_millis(250);
 
+/// Marks a sleeper on a sequence word whose bit `flag` says "someone may
+/// sleep" and whose other bits count in steps of `step`: sets the flag *and*
+/// advances the count, so the word always changes. Returns the new value, to
+/// sleep on. SeqCst, for the sleeper's look at its condition that follows.
+///
+/// Why the count must move: a waker may clear the flag after a wake that
+/// found nobody, but only if the word is still the value it left. A sleeper
+/// that merely set an already-set flag would leave the word unchanged, sleep
+/// on it, and have its flag cleared from under it: the next waker would skip
+/// the wake.
+pub(crate) fn register_sleeper(word: &AtomicU32, flag: u32, step: u32) -> u32 {
+    let mut seen = word.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let next = seen.wrapping_add(step) | flag;
+        match word.compare_exchange_weak(
+            seen,
+            next,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            Ok(_) => return next,
+            Err(now) => seen = now,
+        }
+    }
+}
+
 /// Why a sleep ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Woke {
