@@ -772,11 +772,8 @@ pub fn stream(
     reap_checked(&mut children, limits, context)?;
     let cpu_lifetime = CpuTimes::reaped_children().since(lifetime0);
     // Visible: waitpid synchronises with the children's exits.
-    let expected = (
-        per_producer,
-        (1..=per_producer).fold(0u64, u64::wrapping_add),
-        (1..=per_producer).fold(0u64, |a, s| a ^ s),
-    );
+    let expected =
+        (per_producer, (1..=per_producer).fold(0u64, u64::wrapping_add), (1..=per_producer).fold(0u64, |a, s| a ^ s));
     for p in 0..producers {
         let mut got = (0u64, 0u64, 0u64);
         for c in 0..producers {

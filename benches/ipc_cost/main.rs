@@ -105,8 +105,7 @@ fn selected(args: &[String]) -> Result<Vec<&'static Section>, String> {
             s.slug.contains(f) || s.title.to_lowercase().contains(f)
         }
     };
-    let chosen: Vec<&'static Section> =
-        all.iter().copied().filter(|s| filters.iter().any(|f| matches(s, f))).collect();
+    let chosen: Vec<&'static Section> = all.iter().copied().filter(|s| filters.iter().any(|f| matches(s, f))).collect();
     if chosen.is_empty() {
         let names: Vec<&str> = all.iter().map(|s| s.slug).collect();
         return Err(format!("no section matches {filters:?}; the sections are {}", names.join(", ")));

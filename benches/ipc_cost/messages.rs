@@ -112,7 +112,8 @@ impl Probe for RateProbe {
     }
     fn sample(&mut self, quick: bool) -> Result<Sample, String> {
         let total = if quick { self.count.1 } else { self.count.0 };
-        let spec = StreamSpec { size: self.size, producers: self.producers, per_producer: total / self.producers as u64 };
+        let spec =
+            StreamSpec { size: self.size, producers: self.producers, per_producer: total / self.producers as u64 };
         let out = stream(&*self.mechanism, self.map.shared(), spec, &LIMITS, "")?;
         if out.span.is_zero() {
             return Err("the stream took no time".into());
