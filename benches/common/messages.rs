@@ -731,6 +731,9 @@ pub fn stream(
         }
         let end = monotonic_ns();
         shared.cpu[producers + c].0.store(CpuTimes::this_process().since(cpu0));
+        // With one producer its end marker is the last message, so nothing
+        // may follow it, not even in a receive buffer of this process.
+        assert!(producers > 1 || m.is_drained(), "a message came after the end marker");
         for (p, &(count, sum, xor)) in tally.iter().enumerate().take(producers) {
             let slot = &shared.tallies[c][p].0;
             slot.count.store(count, Ordering::Relaxed);

@@ -35,6 +35,28 @@ pub fn write(dir: &Path, section: &SectionReport) -> Result<(), String> {
     }
 }
 
+/// Ten colours that stay apart on white (matplotlib's "tab10").
+const TAB10: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// The `i`th colour of a plot.
+fn colour(i: usize) -> RGBAColor {
+    match TAB10.get(i) {
+        Some(c) => c.mix(0.95),
+        None => Palette99::pick(i).mix(0.9),
+    }
+}
+
 /// Height of a sweep plot.
 const SWEEP_HEIGHT: u32 = 720;
 
@@ -93,7 +115,7 @@ fn sweep(dir: &Path, section: &SectionReport) -> Result<(), String> {
         .draw()
         .map_err(|e| err(format!("{e:?}")))?;
     for (i, (name, _, pts)) in series.iter().enumerate() {
-        let colour = Palette99::pick(i).mix(0.9);
+        let colour = colour(i);
         let line = PathElement::new(pts.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(), colour.stroke_width(2));
         chart
             .draw_series([line])
@@ -202,7 +224,7 @@ where
         .draw()
         .map_err(err)?;
     for (i, r) in rows.iter().enumerate() {
-        let colour = Palette99::pick(variants.iter().position(|v| *v == r.variant).unwrap_or(0)).mix(0.85);
+        let colour = colour(variants.iter().position(|v| *v == r.variant).unwrap_or(0));
         let (y0, y1) = (SegmentValue::Exact(at(i)), SegmentValue::Exact(at(i) + 1));
         let mut bar = Rectangle::new([(x_start, y0), (r.median, y1)], colour.filled());
         bar.set_margin(4, 4, 0, 0);
