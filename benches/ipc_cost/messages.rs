@@ -86,7 +86,10 @@ pub const CONNECTION: &str = "shmsync Connection";
 pub const PYTHON: [(&str, &str, &str); 2] =
     [("queue", "Python multiprocessing.Queue", QUEUE), ("pipe", "Python multiprocessing.Pipe", CONNECTION)];
 
-/// Only at the Queue's target sizes: `Queue<Vec<u8>>`.
+/// Only at the Queue's target sizes: `Queue<Vec<u8>>`. (The zero-copy
+/// `put_with`/`get_with` path, when the Queue has it, belongs here too: one
+/// more `Kind` in `common::messages`, added in `setup` at these sizes, and
+/// in `benches/queue.rs`'s list.)
 const VEC_SIZES: [usize; 2] = [64, 4 << 10];
 /// Only at 64 B: the queue with this many producers and as many consumers.
 const MPMC: usize = 3;
