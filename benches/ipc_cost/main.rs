@@ -20,8 +20,9 @@
 //! every process involved), beside the wall-clock figure. The sections are
 //! listed in `sections.rs`; a new one is one more module there.
 //!
-//! Python rows run the `mp_bench.py` script beside this file when `python3`
-//! is on `PATH` (the report says so when it is not).
+//! Python rows run the `mp_bench.py` script beside this file, one server
+//! process per section, when `python3` is on `PATH` (the report says so when
+//! it is not); each stands beside the shmsync row it compares with.
 //!
 //! Run: `cargo bench --bench ipc_cost` (a few minutes). One section only:
 //! `cargo bench --bench ipc_cost -- handoff` (a filter matches a section's
