@@ -37,7 +37,7 @@ mod common;
 use std::time::Duration;
 
 use common::connections::{listener_pair, TcpFramed};
-use common::messages::{stream, Kind, Limits, Mechanism, Shared};
+use common::messages::{stream, Kind, Limits, Mechanism, Shared, StreamSpec};
 use common::{Mapping, DEADLINE};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 
@@ -48,7 +48,7 @@ fn connection_rate(c: &mut Criterion) {
     let shared = map.shared();
     let name = format!("@shmsync-bench-{}", std::process::id());
     let mechanisms: Vec<(&str, Box<dyn Mechanism>)> = vec![
-        ("socketpair_Connection", Kind::Connection.make()),
+        ("socketpair_Connection", Kind::Connection.make(4096)),
         ("unix_Listener_Client", Box::new(listener_pair(&name))),
         ("tcp_stream_framed", Box::new(TcpFramed::new())),
         ("tcp_Listener_Client", Box::new(listener_pair("127.0.0.1:0"))),
@@ -66,8 +66,10 @@ fn connection_rate(c: &mut Criterion) {
             group.bench_function(*name, |b| {
                 b.iter_custom(|iters| {
                     let what = format!("{name} with {iters} messages of {size} bytes");
-                    stream(m, shared, size, iters, &limits, &format!("{what}: "))
-                        .unwrap_or_else(|e| panic!("{what}: {e}"))
+                    let spec = StreamSpec { size, producers: 1, per_producer: iters.max(1) };
+                    let out = stream(m, shared, spec, &limits, &format!("{what}: "))
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    out.span.mul_f64(iters as f64 / spec.messages() as f64)
                 });
             });
         }

@@ -1,9 +1,9 @@
 //! Scaffolding shared by the criterion benches and the ipc_cost study: a
 //! cache-line wrapper, an anonymous `MAP_SHARED` mapping that forked children
-//! inherit, and forking children that `_exit` and are reaped with a bounded
-//! pidfd wait; and, in submodules, the mechanisms and samples that
-//! `benches/queue.rs` ([`messages`]) and `benches/handoff.rs` ([`handoff`])
-//! share with the study.
+//! inherit, forking children that `_exit` and are reaped with a bounded
+//! pidfd wait, and CPU-time readings ([`CpuTimes`]); and, in submodules, the
+//! mechanisms and samples that `benches/queue.rs` ([`messages`]) and
+//! `benches/handoff.rs` ([`handoff`]) share with the study.
 
 // Each bench compiles this module into its own crate and uses only part of
 // it; the rest would warn as dead code there.
@@ -18,6 +18,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::io::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a child, or a wait on or in one, may take before the bench gives
@@ -379,4 +380,95 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: `ts` is writable; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// User and system CPU time, in nanoseconds, as `getrusage(2)` reports it
+/// (microsecond resolution).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub user_ns: u64,
+    pub sys_ns: u64,
+}
+
+impl CpuTimes {
+    /// User plus system time.
+    pub fn total_ns(self) -> u64 {
+        self.user_ns + self.sys_ns
+    }
+
+    /// What was spent between `earlier` and `self` (zero, not a wrap, if a
+    /// reading went backwards).
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user_ns: self.user_ns.saturating_sub(earlier.user_ns),
+            sys_ns: self.sys_ns.saturating_sub(earlier.sys_ns),
+        }
+    }
+
+    /// The sum of two spans.
+    pub fn plus(self, other: CpuTimes) -> CpuTimes {
+        CpuTimes { user_ns: self.user_ns + other.user_ns, sys_ns: self.sys_ns + other.sys_ns }
+    }
+
+    fn of(who: libc::c_int) -> CpuTimes {
+        // SAFETY: an all-zero rusage is a valid value to be overwritten.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `ru` is writable; RUSAGE_SELF and RUSAGE_CHILDREN always exist.
+        let rc = unsafe { libc::getrusage(who, &mut ru) };
+        assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+        let ns = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000_000 + tv.tv_usec as u64 * 1000;
+        CpuTimes { user_ns: ns(ru.ru_utime), sys_ns: ns(ru.ru_stime) }
+    }
+
+    /// This process's CPU time so far, all its threads together.
+    pub fn this_process() -> CpuTimes {
+        CpuTimes::of(libc::RUSAGE_SELF)
+    }
+
+    /// The CPU time of every child (and their descendants) that this
+    /// process has reaped so far, over their whole lives.
+    pub fn reaped_children() -> CpuTimes {
+        CpuTimes::of(libc::RUSAGE_CHILDREN)
+    }
+}
+
+/// Where a forked child leaves the CPU time of its timed window for the
+/// parent, in a shared mapping. All-zero bytes are a valid value.
+#[repr(C)]
+#[derive(Default)]
+pub struct CpuSlot {
+    user_ns: AtomicU64,
+    sys_ns: AtomicU64,
+}
+
+impl CpuSlot {
+    pub fn store(&self, t: CpuTimes) {
+        self.user_ns.store(t.user_ns, Ordering::Relaxed);
+        self.sys_ns.store(t.sys_ns, Ordering::Relaxed);
+    }
+
+    /// The stored times; the parent reads them after reaping the child,
+    /// which orders them (waitpid synchronises with the child's exit).
+    pub fn load(&self) -> CpuTimes {
+        CpuTimes { user_ns: self.user_ns.load(Ordering::Relaxed), sys_ns: self.sys_ns.load(Ordering::Relaxed) }
+    }
+}
+
+/// The CPU time a running process `pid` (all its threads) has used so far,
+/// in nanoseconds, from its CPU-time clock (`clock_getcpuclockid(3)`): for
+/// long-lived children, such as a pool's workers, that this process cannot
+/// reap between samples.
+pub fn process_cpu_ns(pid: libc::pid_t) -> Result<u64, String> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is writable; the call only looks the pid up.
+    let rc = unsafe { libc::clock_getcpuclockid(pid, &mut clock) };
+    if rc != 0 {
+        return Err(format!("clock_getcpuclockid({pid}): {}", std::io::Error::from_raw_os_error(rc)));
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is writable and `clock` a CPU-time clock id from above.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(format!("clock_gettime(CPU clock of {pid}): {}", std::io::Error::last_os_error()));
+    }
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }

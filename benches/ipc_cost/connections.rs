@@ -1,4 +1,4 @@
-//! Section 7 of the study: messages per second through connections made
+//! A section of the study: messages per second through connections made
 //! by address, `Listener`/`Client`, beside what they are built on and
 //! beside Python's `multiprocessing.connection` over the same transports.
 //!
@@ -19,9 +19,21 @@
 use std::time::Duration;
 
 use crate::common::connections::{listener_pair, TcpFramed};
-use crate::common::messages::{stream, Kind, Limits, Mechanism, Shared};
+use crate::common::messages::{stream, Kind, Limits, Mechanism, Shared, StreamSpec};
 use crate::common::Mapping;
-use crate::model::{Key, Probe, Sample, Section, Unit};
+use crate::model::{Key, PlotKind, Probe, Sample, Section, Setup, Unit};
+
+pub static SECTION: Section = Section {
+    slug: "connections",
+    title: "Connections by address: Listener/Client",
+    about: "Messages per second through connections made by address (`Listener`/`Client`, authenticated), \
+            over an abstract Unix name and TCP loopback, beside the socketpair `Connection` and a plain framed \
+            `TcpStream` carrying the same frames, and Python's `multiprocessing.connection` over the same \
+            transports. A sample is a forked producer to a forked consumer, every message checked.",
+    plot: PlotKind::Bars,
+    baseline: None,
+    setup,
+};
 
 const LIMITS: Limits = Limits { deadline: Duration::from_secs(30), grace: Duration::from_secs(5) };
 
@@ -40,7 +52,7 @@ struct RateProbe {
 
 impl Probe for RateProbe {
     fn key(&self) -> Key {
-        Key { section: Section::Connections, mechanism: self.name.into(), variant: self.variant.into() }
+        Key { section: SECTION.slug, mechanism: self.name.into(), variant: self.variant.into() }
     }
     fn unit(&self) -> Unit {
         Unit::MsgsPerSec
@@ -50,11 +62,12 @@ impl Probe for RateProbe {
     }
     fn sample(&mut self, quick: bool) -> Result<Sample, String> {
         let iters = if quick { self.count.1 } else { self.count.0 };
-        let span = stream(&*self.mechanism, self.map.shared(), self.size, iters, &LIMITS, "")?;
-        if span.is_zero() {
+        let spec = StreamSpec { size: self.size, producers: 1, per_producer: iters };
+        let out = stream(&*self.mechanism, self.map.shared(), spec, &LIMITS, "")?;
+        if out.span.is_zero() {
             return Err("the consumer reported no time".into());
         }
-        Ok(Sample { value: iters as f64 / span.as_secs_f64(), p50: None, p99: None })
+        Ok(Sample::new(iters as f64 / out.span.as_secs_f64()))
     }
 }
 
@@ -67,8 +80,11 @@ struct PyProbe {
 }
 
 impl Probe for PyProbe {
+    fn counterpart(&self) -> Option<String> {
+        Some(self.name.replace("Python connection.", "shmsync "))
+    }
     fn key(&self) -> Key {
-        Key { section: Section::Connections, mechanism: self.name.into(), variant: self.variant.into() }
+        Key { section: SECTION.slug, mechanism: self.name.into(), variant: self.variant.into() }
     }
     fn unit(&self) -> Unit {
         Unit::MsgsPerSec
@@ -82,12 +98,17 @@ impl Probe for PyProbe {
         let v = crate::python::run_json("mp_connection.py", &args)?;
         let value = v["value"].as_f64().filter(|x| x.is_finite() && *x > 0.0);
         let value = value.ok_or_else(|| format!("mp_connection.py gave no positive value: {v}"))?;
-        Ok(Sample { value, p50: None, p99: None })
+        Ok(Sample::new(value))
     }
 }
 
-/// Section 7's probes. Everything is made here, before any fork.
-pub fn probes() -> (Vec<Box<dyn Probe>>, Vec<String>) {
+/// The section's probes. Everything is made here, before any fork.
+fn setup(_quick: bool) -> Setup {
+    let (probes, notes) = probes();
+    Setup { probes, notes }
+}
+
+fn probes() -> (Vec<Box<dyn Probe>>, Vec<String>) {
     let mut probes: Vec<Box<dyn Probe>> = Vec::new();
     let mut notes = Vec::new();
     let python = crate::python::available();
@@ -97,7 +118,7 @@ pub fn probes() -> (Vec<Box<dyn Probe>>, Vec<String>) {
     for (i, (variant, size, full, quick)) in SIZES.into_iter().enumerate() {
         let name = format!("@shmsync-ipc-cost-{}-{i}", std::process::id());
         let rows: [(&'static str, Box<dyn Mechanism>, bool); 4] = [
-            ("shmsync Connection (socketpair)", Kind::Connection.make(), true),
+            ("shmsync Connection (socketpair)", Kind::Connection.make(size), true),
             ("shmsync Listener/Client (Unix)", Box::new(listener_pair(&name)), false),
             ("TcpStream (framed)", Box::new(TcpFramed::new()), false),
             ("shmsync Listener/Client (TCP)", Box::new(listener_pair("127.0.0.1:0")), false),

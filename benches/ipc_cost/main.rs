@@ -1,36 +1,44 @@
 //! # What does IPC cost? The ipc_cost study
 //!
 //! One command measures what coordination between processes costs on this
-//! machine, shmsync's primitives side by side with the alternatives:
+//! machine, shmsync's primitives side by side with the alternatives, and
+//! Python's `multiprocessing` beside each of ours where it has one:
 //!
 //! 1. uncontended acquire + release (ns per pair);
 //! 2. handoff round trip between two processes (µs; cross-core, one core,
-//!    unpinned; p50 and p99);
-//! 3. contended throughput at 1, 2, 4 and 8 processes (total Mops/s);
-//! 4. message rate between two processes at 64 B and 4 KiB (msg/s):
-//!    `Queue`, `Connection`, a raw Unix socket, ipc-channel;
-//! 5. `Pool::map` overhead per item (µs), against a plain loop;
-//! 6. Python's `multiprocessing` `Lock`, `Event` round trip and `Pipe`, run
-//!    by the `mp_bench.py` script beside this file, when `python3` is on
-//!    `PATH` (the report says so when it is not);
-//! 7. connections by address, `Listener`/`Client` over a Unix socket and
-//!    TCP loopback, beside the socketpair `Connection`, a framed
-//!    `TcpStream` and Python's `multiprocessing.connection` (`mp_connection.py`).
+//!    unpinned; p50, p99, p99.9);
+//! 3. contended throughput at 1, 2, 4 and 8 processes (total Mops/s), with
+//!    each lock's fairness: the share of acquisitions each process got and
+//!    the longest run of re-acquisitions by one process;
+//! 4. message rate between two processes (msg/s), swept over payloads of
+//!    64 B to 1 MiB: `Queue`, `Connection`, a tuned pipe, a framed Unix
+//!    socket, ipc-channel; and the `Queue` with 3 producers and 3 consumers;
+//! 5. message round trip (µs; p50, p99, p99.9) through the same mechanisms;
+//! 6. `Pool::map` overhead per item (µs), against a plain loop.
 //!
-//! Run: `cargo bench --bench ipc_cost` (about 5 to 8 minutes). One section
-//! only: `cargo bench --bench ipc_cost -- handoff` (a filter matches a
-//! section's short name — uncontended, handoff, contended, messages, pool,
-//! python — or part of its title). `IPC_COST_QUICK=1` makes a smoke run of
-//! every measurement in under a minute, which CI runs so the study can't
-//! rot; its numbers are not for quoting.
+//! Every row also reports the CPU time per operation (user plus system,
+//! every process involved), beside the wall-clock figure. The sections are
+//! listed in `sections.rs`; a new one is one more module there.
+//!
+//! Python rows run the `mp_bench.py` script beside this file, one server
+//! process per section, when `python3` is on `PATH` (the report says so when
+//! it is not); each stands beside the shmsync row it compares with.
+//!
+//! Run: `cargo bench --bench ipc_cost` (a few minutes). One section only:
+//! `cargo bench --bench ipc_cost -- handoff` (a filter matches a section's
+//! short name — uncontended, handoff, contended, messages, roundtrip, pool —
+//! or part of its title). `IPC_COST_QUICK=1` makes a smoke run of every
+//! measurement in under a minute, which CI runs so the study can't rot; its
+//! numbers are not for quoting.
 //!
 //! Within a section the mechanisms take turns: each round runs every probe
 //! once, starting one further along each round, so a noisy neighbour hurts
 //! them all alike. A section runs rounds until it has enough (or its time
 //! budget is spent); every probe gets the same number. Each probe checks its
-//! own result (counts exact, every handoff answered) and bounds every wait;
-//! a failed check or an overrun stops the study with a non-zero exit, naming
-//! the probe. Nothing is left running or in /dev/shm.
+//! own result (counts exact, every handoff answered, every message whole and
+//! in order) and bounds every wait; a failed check or an overrun stops the
+//! study with a non-zero exit, naming the probe. Nothing is left running or
+//! in /dev/shm.
 //!
 //! The report goes to `target/ipc-cost/` (under `CARGO_TARGET_DIR` if set):
 //! `report.md` (a header naming the machine, a "Python vs shmsync" table and
@@ -47,14 +55,16 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-#[cfg(feature = "connection")]
 mod connections;
 mod messages;
 mod model;
 mod plot;
+mod pool;
 mod primitives;
 mod python;
 mod report;
+mod roundtrip;
+mod sections;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -62,7 +72,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use model::{Probe, Section};
+use model::{Section, Setup};
 use report::{Machine, Report, RowData, SectionData};
 
 /// How many rounds a section runs: at least `min`, then more while its
@@ -81,37 +91,25 @@ fn rounds(quick: bool) -> Rounds {
     }
 }
 
-/// A section's short name, for filters and file names.
-pub fn slug(section: Section) -> &'static str {
-    match section {
-        Section::Uncontended => "uncontended",
-        Section::Handoff => "handoff",
-        Section::Contended => "contended",
-        Section::Messages => "messages",
-        Section::PoolOverhead => "pool",
-        Section::Python => "python",
-        Section::Connections => "connections",
-    }
-}
-
 /// The sections the command line asks for: all without a filter; else those
 /// whose short name equals a filter, or failing that contains it or whose
 /// title does. Flags (cargo passes `--bench`) are ignored.
-fn selected(args: &[String]) -> Result<Vec<Section>, String> {
+fn selected(args: &[String]) -> Result<Vec<&'static Section>, String> {
+    let all = sections::ALL;
     let filters: Vec<String> = args.iter().filter(|a| !a.starts_with('-')).map(|a| a.to_lowercase()).collect();
     if filters.is_empty() {
-        return Ok(Section::ALL.to_vec());
+        return Ok(all.to_vec());
     }
-    let matches = |s: Section, f: &str| {
-        if Section::ALL.iter().any(|&t| slug(t) == f) {
-            slug(s) == f
+    let matches = |s: &Section, f: &str| {
+        if all.iter().any(|t| t.slug == f) {
+            s.slug == f
         } else {
-            slug(s).contains(f) || s.title().to_lowercase().contains(f)
+            s.slug.contains(f) || s.title.to_lowercase().contains(f)
         }
     };
-    let chosen: Vec<Section> = Section::ALL.into_iter().filter(|&s| filters.iter().any(|f| matches(s, f))).collect();
+    let chosen: Vec<&'static Section> = all.iter().copied().filter(|s| filters.iter().any(|f| matches(s, f))).collect();
     if chosen.is_empty() {
-        let names: Vec<&str> = Section::ALL.iter().map(|&s| slug(s)).collect();
+        let names: Vec<&str> = all.iter().map(|s| s.slug).collect();
         return Err(format!("no section matches {filters:?}; the sections are {}", names.join(", ")));
     }
     Ok(chosen)
@@ -128,45 +126,26 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// A section's probes.
-type Probes = Vec<Box<dyn Probe>>;
-
 /// Makes a section's probes, with notes for the report. A panic while
 /// making them is an error.
-fn probes(section: Section) -> Result<(Probes, Vec<String>), String> {
-    let make = || -> (Probes, Vec<String>) {
-        match section {
-            Section::Uncontended => (primitives::uncontended_probes(), vec![]),
-            Section::Handoff => (primitives::handoff_probes(), vec![]),
-            Section::Contended => (primitives::contended_probes(), vec![]),
-            Section::Messages => (messages::message_probes(), vec![]),
-            Section::PoolOverhead => (messages::pool_probes(), vec![]),
-            Section::Python => match python::available() {
-                Ok(()) => (python::probes(), vec![]),
-                Err(why) => (vec![], vec![format!("Python was not measured: {why}")]),
-            },
-            #[cfg(feature = "connection")]
-            Section::Connections => connections::probes(),
-            #[cfg(not(feature = "connection"))]
-            Section::Connections => (vec![], vec!["Built without the connection feature.".into()]),
-        }
-    };
-    catch_unwind(AssertUnwindSafe(make))
-        .map_err(|p| format!("setting up section \"{}\" panicked: {}", section.title(), panic_message(&*p)))
+fn setup(section: &Section, quick: bool) -> Result<Setup, String> {
+    catch_unwind(AssertUnwindSafe(|| (section.setup)(quick)))
+        .map_err(|p| format!("setting up section \"{}\" panicked: {}", section.title, panic_message(&*p)))
 }
 
 /// Runs a section's rounds, its probes taking turns, and collects every
 /// sample. The first failure ends the section with an error naming the
 /// probe.
-fn run_section(section: Section, quick: bool, bar: &ProgressBar) -> Result<SectionData, String> {
+fn run_section(section: &'static Section, quick: bool, bar: &ProgressBar) -> Result<SectionData, String> {
     let started = Instant::now();
-    let (mut probes, mut notes) = probes(section)?;
+    let Setup { mut probes, mut notes } = setup(section, quick)?;
     let n = probes.len();
     if n == 0 && notes.is_empty() {
         notes.push("No probes in this build.".into());
     }
     let plan = rounds(quick);
     let mut samples = vec![Vec::new(); n];
+    let mut seconds = vec![0.0; n];
     bar.set_length((plan.max * n) as u64);
     bar.set_position(0);
     let mut done = 0;
@@ -176,8 +155,10 @@ fn run_section(section: Section, quick: bool, bar: &ProgressBar) -> Result<Secti
             let probe = &mut probes[i];
             let key = probe.key();
             bar.set_message(format!("round {}: {key}", done + 1));
+            let t0 = Instant::now();
             let outcome = catch_unwind(AssertUnwindSafe(|| probe.sample(quick)))
                 .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))));
+            seconds[i] += t0.elapsed().as_secs_f64();
             let sample = outcome.and_then(|s| {
                 if s.value.is_finite() && s.value > 0.0 {
                     Ok(s)
@@ -186,7 +167,7 @@ fn run_section(section: Section, quick: bool, bar: &ProgressBar) -> Result<Secti
                 }
             });
             let sample = sample.map_err(|e| {
-                format!("probe \"{key}\" (section \"{}\") failed in round {}: {e}", section.title(), done + 1)
+                format!("probe \"{key}\" (section \"{}\") failed in round {}: {e}", section.title, done + 1)
             })?;
             samples[i].push(sample);
             bar.inc(1);
@@ -196,7 +177,15 @@ fn run_section(section: Section, quick: bool, bar: &ProgressBar) -> Result<Secti
     let rows = probes
         .iter()
         .zip(samples)
-        .map(|(p, samples)| RowData { key: p.key(), unit: p.unit(), is_floor: p.is_floor(), samples })
+        .zip(seconds)
+        .map(|((p, samples), seconds)| RowData {
+            key: p.key(),
+            unit: p.unit(),
+            is_floor: p.is_floor(),
+            counterpart: p.counterpart(),
+            samples,
+            seconds,
+        })
         .collect();
     // The probes drop here, before the section's time is taken: their
     // teardown (joining pools, unlinking segments) is part of it.
@@ -236,7 +225,7 @@ fn run() -> Result<(), String> {
 
     let mut data = Vec::new();
     for &section in &sections {
-        outer.set_message(section.title());
+        outer.set_message(sections::heading(section));
         let result = run_section(section, quick, &inner);
         let d = match result {
             Ok(d) => d,
@@ -247,7 +236,7 @@ fn run() -> Result<(), String> {
             }
         };
         if plain {
-            eprintln!("ipc_cost: {}: {} rounds, {:.1} s", section.title(), d.rounds, d.seconds);
+            eprintln!("ipc_cost: {}: {} rounds, {:.1} s", sections::heading(section), d.rounds, d.seconds);
         }
         data.push(d);
         outer.inc(1);
@@ -255,7 +244,13 @@ fn run() -> Result<(), String> {
     inner.finish_and_clear();
     outer.finish_and_clear();
 
-    let report = Report::build(Machine::detect(), quick, started.elapsed().as_secs_f64(), &data);
+    let filters: Vec<&str> = args.iter().filter(|a| !a.starts_with('-')).map(String::as_str).collect();
+    let command = format!(
+        "{}cargo bench --bench ipc_cost{}",
+        if quick { "IPC_COST_QUICK=1 " } else { "" },
+        if filters.is_empty() { String::new() } else { format!(" -- {}", filters.join(" ")) }
+    );
+    let report = Report::build(Machine::detect(), quick, command, started.elapsed().as_secs_f64(), &data);
     let dir = out_dir();
     report.write(&dir)?;
     for section in &report.sections {

@@ -1,208 +1,166 @@
-//! Sections 4 and 5 of the study: how many messages per second one process
-//! streams to another, and what `Pool::map` adds per item.
+//! Section 4: how many messages per second one process streams to another,
+//! swept over payload sizes, plotted as a line per mechanism.
 //!
-//! **Messages.** Four mechanisms, each at 64 B and 4 KiB:
-//! - `shmsync Queue`: `shmsync::Queue::<ByteBuf>` with a 256 KiB ring;
+//! Mechanisms (`common::messages::Kind` says exactly how each sends and
+//! receives), at 64 B, 1 KiB, 4 KiB, 16 KiB, 256 KiB and 1 MiB:
+//! - `shmsync Queue<ByteBuf>`: the queue with serde_bytes messages;
 //! - `shmsync Connection`: `shmsync::pipe()`, `send_bytes` / `recv_bytes`;
-//! - `Unix socket (framed)`: a raw `socketpair(AF_UNIX, SOCK_STREAM)`
-//!   carrying `Connection`'s frames (an 8-byte little-endian length, then the
-//!   payload), sent with one `sendmsg(2)` of both buffers and read with two
-//!   exact `recv(2)` loops;
-//! - `ipc-channel`: `ipc::bytes_channel()`, made before the fork.
+//! - `tuned pipe`: the strongest kernel baseline: one non-blocking `writev`
+//!   per frame, one `read` of whatever has arrived (often many frames),
+//!   `poll` on `EAGAIN`, a pipe buffer as large as the queue's ring (at most
+//!   `pipe-max-size`);
+//! - `Unix socket, framed (blocking)`: the style of Python's `Connection`:
+//!   blocking `sendmsg` of header and payload, two exact `recv` loops;
+//! - `ipc-channel`: `ipc::bytes_channel()`;
+//! - Python's `multiprocessing.Queue` (`put`/`get` of `bytes`) and `Pipe`
+//!   (`send_bytes`/`recv_bytes`), beside our Queue and Connection.
 //!
-//! A sample forks a consumer and a producer, both unpinned, as
-//! `benches/queue.rs` does: one untimed message gets both sides up, then the
-//! consumer starts its clock and raises a start flag, the producer streams
-//! the round's messages, and the consumer stops the clock at the last one.
+//! And at the Queue's target sizes only: `shmsync Queue<Vec<u8>>` (serde's
+//! generic sequence, the type a user reaches for first) at 64 B and 4 KiB,
+//! and the queue with 3 producers and 3 consumers (aggregate rate) at 64 B,
+//! next to its 1-to-1 row, through the same harness.
+//!
 //! Every mechanism sends the same bytes and the same number of messages at a
-//! given size. Each message is checked on arrival (its length, and its first
-//! and last bytes are its sequence number), the count must be exact, and the
-//! channel must be empty afterwards.
-//!
-//! **Pool overhead.** `Pool::map` of a trivial `fn(u64) -> u64` on 2 workers,
-//! in chunks of 1 and of 64, against the same loop in one process (the
-//! floor); each result is checked. µs per item.
+//! given size; `common::messages::stream` checks every message and the
+//! totals. CPU/op is all the processes' CPU time per message inside the
+//! timed window. No per-message percentiles here: a clock read per message
+//! would cost the fastest mechanism about a tenth of its rate; the round
+//! trips (section 5) time each message instead.
 
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::messages::{stream, Kind, Limits, Mechanism, Shared};
+use crate::common::messages::{stream, Kind, Limits, Mechanism, Shared, StreamSpec};
 use crate::common::Mapping;
-use crate::model::{Key, Probe, Sample, Section, Unit};
+use crate::model::{size_label, Cpu, Key, PlotKind, Probe, Sample, Section, Setup, Unit};
+use crate::python;
+
+pub static SECTION: Section = Section {
+    slug: "messages",
+    title: "Message rate between two processes (payload sweep)",
+    about: "A forked producer streams messages to a forked consumer (both unpinned) as fast as it can; \
+            messages per second, from the start signal to the last message. Every message is checked \
+            (length, producer, sequence number, order), and so are the totals. The **tuned pipe** is the \
+            strongest kernel baseline: one non-blocking `writev` per length-prefixed frame, one `read` of \
+            whatever has arrived (often many frames at once), `poll` on `EAGAIN`, and a pipe buffer as large \
+            as the queue's ring (256 KiB; 1 MiB, the unprivileged maximum, for the two largest sizes, where \
+            the ring is 1 and 4 MiB). The framed Unix socket is the blocking style Python's `Connection` \
+            uses: one `sendmsg`, then exact `recv`s of header and payload. **× tuned pipe** is a row's rate \
+            over the tuned pipe's at the same size (above 1: faster). CPU/op is every process's CPU time per \
+            message.",
+    plot: PlotKind::SizeSweep,
+    baseline: Some(TUNED_PIPE),
+    setup,
+};
+
+/// The name of the baseline row.
+pub const TUNED_PIPE: &str = "tuned pipe";
 
 /// How long a child of a message sample may run before its `alarm` kills it,
 /// and how long after that the parent waits before killing it.
-const LIMITS: Limits = Limits { deadline: Duration::from_secs(30), grace: Duration::from_secs(5) };
+pub const LIMITS: Limits = Limits { deadline: Duration::from_secs(30), grace: Duration::from_secs(5) };
 
-/// The message sizes, their variant labels, and the messages per sample in
-/// full and quick mode (the same for every mechanism at that size).
-const SIZES: [(&str, usize, u64, u64); 2] = [("64 B", 64, 50_000, 2_000), ("4 KiB", 4096, 20_000, 1_000)];
+/// The payload sizes and the messages per sample at each, full and quick
+/// (the same for every mechanism at that size).
+const SIZES: [(usize, u64, u64); 6] = [
+    (64, 50_000, 2_000),
+    (1 << 10, 40_000, 2_000),
+    (4 << 10, 20_000, 1_000),
+    (16 << 10, 8_000, 400),
+    (256 << 10, 600, 40),
+    (1 << 20, 150, 12),
+];
 
-/// The mechanisms and their names in the report.
-const MECHANISMS: [(Kind, &str); 4] = [
-    (Kind::Queue, "shmsync Queue"),
-    (Kind::Connection, "shmsync Connection"),
-    (Kind::SocketFramed, "Unix socket (framed)"),
+/// The mechanisms of the sweep and their names in the report.
+pub const MECHANISMS: [(Kind, &str); 5] = [
+    (Kind::QueueByteBuf, QUEUE),
+    (Kind::Connection, CONNECTION),
+    (Kind::TunedPipe, TUNED_PIPE),
+    (Kind::SocketFramed, "Unix socket, framed (blocking, as Python's Connection)"),
     (Kind::IpcChannel, "ipc-channel"),
 ];
 
-/// One probe: a mechanism at one message size.
+pub const QUEUE: &str = "shmsync Queue<ByteBuf>";
+pub const CONNECTION: &str = "shmsync Connection";
+
+/// Python rows: the script's name for the mechanism, its row, ours.
+pub const PYTHON: [(&str, &str, &str); 2] =
+    [("queue", "Python multiprocessing.Queue", QUEUE), ("pipe", "Python multiprocessing.Pipe", CONNECTION)];
+
+/// Only at the Queue's target sizes: `Queue<Vec<u8>>`. (The zero-copy
+/// `put_with`/`get_with` path, when the Queue has it, belongs here too: one
+/// more `Kind` in `common::messages`, added in `setup` at these sizes, and
+/// in `benches/queue.rs`'s list.)
+const VEC_SIZES: [usize; 2] = [64, 4 << 10];
+/// Only at 64 B: the queue with this many producers and as many consumers.
+const MPMC: usize = 3;
+
+/// One probe: a mechanism at one message size, with `producers` producers
+/// and as many consumers.
 struct RateProbe {
     mechanism: Box<dyn Mechanism>,
-    name: &'static str,
-    variant: &'static str,
+    name: String,
     size: usize,
-    /// Messages per sample in full and quick mode.
+    producers: usize,
+    /// Messages per sample in full and quick mode, all producers together.
     count: (u64, u64),
     map: Mapping<Shared>,
 }
 
-impl RateProbe {
-    /// Streams one untimed and then `iters` timed messages from a forked
-    /// producer to a forked consumer and returns the consumer's span. A
-    /// failed child panics, which the harness turns into the probe's failure.
-    fn stream(&self, iters: u64) -> Result<Duration, String> {
-        let span = stream(&*self.mechanism, self.map.shared(), self.size, iters, &LIMITS, "")?;
-        if span.is_zero() {
-            return Err("the consumer reported no time".into());
-        }
-        Ok(span)
-    }
-}
-
 impl Probe for RateProbe {
     fn key(&self) -> Key {
-        Key { section: Section::Messages, mechanism: self.name.into(), variant: self.variant.into() }
+        Key { section: SECTION.slug, mechanism: self.name.clone(), variant: size_label(self.size) }
     }
     fn unit(&self) -> Unit {
         Unit::MsgsPerSec
     }
     fn sample(&mut self, quick: bool) -> Result<Sample, String> {
-        let iters = if quick { self.count.1 } else { self.count.0 };
-        let span = self.stream(iters)?;
-        Ok(Sample { value: iters as f64 / span.as_secs_f64(), p50: None, p99: None })
+        let total = if quick { self.count.1 } else { self.count.0 };
+        let spec =
+            StreamSpec { size: self.size, producers: self.producers, per_producer: total / self.producers as u64 };
+        let out = stream(&*self.mechanism, self.map.shared(), spec, &LIMITS, "")?;
+        if out.span.is_zero() {
+            return Err("the stream took no time".into());
+        }
+        let messages = spec.messages();
+        Ok(Sample::new(messages as f64 / out.span.as_secs_f64()).with_cpu(Cpu::checked(
+            out.cpu,
+            out.cpu_lifetime,
+            messages,
+        )?))
     }
 }
 
-/// Section 4's probes: every mechanism at every size. Everything is made
-/// here, before any fork, so the children inherit it; the queue's segment
-/// is unlinked when its probe drops.
-pub fn message_probes() -> Vec<Box<dyn Probe>> {
-    let mut probes: Vec<Box<dyn Probe>> = Vec::new();
-    for (variant, size, full, quick) in SIZES {
+fn setup(quick: bool) -> Setup {
+    let mut out = Setup::default();
+    let py = python::Session::default();
+    let python = python::available();
+    if let Err(why) = &python {
+        out.notes.push(python::missing_note(why));
+    }
+    let mut add = |kind: Kind, name: String, size: usize, producers: usize, count: (u64, u64)| {
+        let mechanism = kind.make(size);
+        out.probes.push(Box::new(RateProbe { mechanism, name, size, producers, count, map: Mapping::new() }));
+    };
+    for (size, full, short) in SIZES {
         for (kind, name) in MECHANISMS {
-            let probe =
-                RateProbe { mechanism: kind.make(), name, variant, size, count: (full, quick), map: Mapping::new() };
-            probes.push(Box::new(probe));
+            add(kind, name.to_string(), size, 1, (full, short));
+        }
+        if VEC_SIZES.contains(&size) {
+            add(Kind::QueueVec, "shmsync Queue<Vec<u8>>".to_string(), size, 1, (full, short));
+        }
+        if size == 64 {
+            let name = format!("{QUEUE}, {MPMC} producers → {MPMC} consumers");
+            add(Kind::QueueByteBuf, name, size, MPMC, (full, short));
         }
     }
-    probes
-}
-
-/// Items per `map` (or loop) in full and quick mode.
-const POOL_ITEMS: (u64, u64) = (2_000, 200);
-
-/// How often the floor's loop runs per sample, so that its time is well
-/// above the clock's resolution.
-const LOOP_REPEATS: u32 = 200;
-
-/// How long one `Pool::map` may take before the study gives up: an `alarm`
-/// ends the whole study (the workers die with it, by `PR_SET_PDEATHSIG`).
-const MAP_DEADLINE: Duration = Duration::from_secs(60);
-
-/// The trivial task.
-fn double(x: u64) -> u64 {
-    x.wrapping_mul(2)
-}
-
-/// Checks that `out` is `double` of `0..items`, in order.
-fn check_doubled(out: &[u64], items: u64) -> Result<(), String> {
-    if out.len() as u64 != items {
-        return Err(format!("got {} results for {items} items", out.len()));
-    }
-    match out.iter().enumerate().find(|&(i, &r)| r != double(i as u64)) {
-        Some((i, r)) => Err(format!("item {i}: got {r}, expected {}", double(i as u64))),
-        None => Ok(()),
-    }
-}
-
-/// The floor: the same function over the same items in a loop, in one
-/// process.
-struct LoopProbe;
-
-impl Probe for LoopProbe {
-    fn key(&self) -> Key {
-        Key { section: Section::PoolOverhead, mechanism: "plain loop".into(), variant: "1 process".into() }
-    }
-    fn unit(&self) -> Unit {
-        Unit::MicrosPerOp
-    }
-    fn is_floor(&self) -> bool {
-        true
-    }
-    fn sample(&mut self, quick: bool) -> Result<Sample, String> {
-        let items = if quick { POOL_ITEMS.1 } else { POOL_ITEMS.0 };
-        let t0 = Instant::now();
-        let mut out = Vec::new();
-        for _ in 0..LOOP_REPEATS {
-            out = (0..items).map(|x| double(black_box(x))).collect::<Vec<_>>();
-            black_box(&out);
-        }
-        let span = t0.elapsed();
-        check_doubled(&out, items)?;
-        Ok(Sample { value: span.as_secs_f64() * 1e6 / (items as f64 * f64::from(LOOP_REPEATS)), p50: None, p99: None })
-    }
-}
-
-/// `Pool::map` with a given chunk size on a pool of 2 workers, forked once
-/// when the probe is made, as a long-lived pool is.
-struct PoolProbe {
-    pool: shmsync::Pool,
-    chunk: usize,
-}
-
-impl Probe for PoolProbe {
-    fn key(&self) -> Key {
-        Key {
-            section: Section::PoolOverhead,
-            mechanism: format!("shmsync Pool::map, chunk {}", self.chunk),
-            variant: "2 workers".into(),
+    if python.is_ok() {
+        for (size, full, short) in SIZES {
+            let n = if quick { short } else { full };
+            for (kind, name, ours) in PYTHON {
+                let args = ["stream".to_string(), kind.to_string(), size.to_string(), n.to_string()];
+                out.probes.push(py.probe(SECTION.slug, name, &size_label(size), Unit::MsgsPerSec, ours, &args));
+            }
         }
     }
-    fn unit(&self) -> Unit {
-        Unit::MicrosPerOp
-    }
-    fn sample(&mut self, quick: bool) -> Result<Sample, String> {
-        let items = if quick { POOL_ITEMS.1 } else { POOL_ITEMS.0 };
-        // SAFETY: alarm only arms this process's timer; its default action
-        // ends the study, loudly, if `map` ever hangs.
-        unsafe { libc::alarm(MAP_DEADLINE.as_secs() as libc::c_uint) };
-        let t0 = Instant::now();
-        let out = self.pool.map_chunked(double, 0..items, self.chunk);
-        let span = t0.elapsed();
-        // SAFETY: as above; 0 disarms the timer.
-        unsafe { libc::alarm(0) };
-        let out = out.map_err(|e| format!("Pool::map: {e}"))?;
-        check_doubled(&out, items)?;
-        Ok(Sample { value: span.as_secs_f64() * 1e6 / items as f64, p50: None, p99: None })
-    }
-}
-
-impl Drop for PoolProbe {
-    fn drop(&mut self) {
-        self.pool.close();
-        if !matches!(self.pool.join_timeout(Duration::from_secs(10)), Ok(true)) {
-            self.pool.terminate();
-        }
-    }
-}
-
-/// Section 5's probes: the loop (the floor) and `Pool::map` at chunk 1 and 64.
-pub fn pool_probes() -> Vec<Box<dyn Probe>> {
-    let mut probes: Vec<Box<dyn Probe>> = vec![Box::new(LoopProbe)];
-    for chunk in [1, 64] {
-        let pool = shmsync::Pool::new(2).expect("Pool::new(2)");
-        probes.push(Box::new(PoolProbe { pool, chunk }));
-    }
-    probes
+    out
 }

@@ -1,7 +1,9 @@
-//! One SVG per section: a horizontal bar per row (its median, with a line
-//! from its min to its max), rows grouped by variant, one colour per
-//! variant, and one panel per unit. The value axis is logarithmic where the
-//! largest value is more than 20 times the smallest.
+//! One SVG per section. Most sections draw a horizontal bar per row (its
+//! median, with a line from its min to its max), rows grouped by variant,
+//! one colour per variant, and one panel per unit; the value axis is
+//! logarithmic where the largest value is more than 20 times the smallest.
+//! A payload sweep draws a line per mechanism over the payload sizes
+//! instead (log–log, a dot at each median and a bar from min to max).
 
 use std::path::Path;
 
@@ -10,6 +12,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::model::{parse_size, size_label, PlotKind};
 use crate::report::{by_unit, num, plot_name, Row, SectionReport};
 
 /// Where a linear axis is not enough.
@@ -26,9 +29,122 @@ pub fn write(dir: &Path, section: &SectionReport) -> Result<(), String> {
     if section.rows.is_empty() {
         return Ok(());
     }
+    match section.plot {
+        PlotKind::Bars => bars(dir, section),
+        PlotKind::SizeSweep => sweep(dir, section),
+    }
+}
+
+/// Ten colours that stay apart on white (matplotlib's "tab10").
+const TAB10: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// The `i`th colour of a plot.
+fn colour(i: usize) -> RGBAColor {
+    match TAB10.get(i) {
+        Some(c) => c.mix(0.95),
+        None => Palette99::pick(i).mix(0.9),
+    }
+}
+
+/// Height of a sweep plot.
+const SWEEP_HEIGHT: u32 = 720;
+
+/// One line per mechanism: its median at each payload size it was measured
+/// at, on log–log axes. Rows whose variant is not a size are left out.
+fn sweep(dir: &Path, section: &SectionReport) -> Result<(), String> {
+    // (mechanism, unit, [(bytes, median, min, max)]), in order of first appearance.
+    type Series = (String, &'static str, Vec<(f64, f64, f64, f64)>);
+    let mut series: Vec<Series> = Vec::new();
+    for r in &section.rows {
+        let Some(bytes) = parse_size(&r.variant) else { continue };
+        let point = (bytes as f64, r.median, r.min, r.max);
+        match series.iter_mut().find(|s| s.0 == r.mechanism) {
+            Some(s) => s.2.push(point),
+            None => series.push((r.mechanism.clone(), r.unit, vec![point])),
+        }
+    }
+    if series.is_empty() {
+        return Ok(());
+    }
+    for s in &mut series {
+        s.2.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let points = || series.iter().flat_map(|s| s.2.iter());
+    let (x0, x1) = (points().map(|p| p.0).fold(f64::INFINITY, f64::min), points().map(|p| p.0).fold(0.0, f64::max));
+    let (y0, y1) = (points().map(|p| p.2).fold(f64::INFINITY, f64::min), points().map(|p| p.3).fold(0.0, f64::max));
+    let unit = series[0].1;
+    let path = dir.join(plot_name(section.slug));
+    let err = |e: String| format!("plot {}: {e}", path.display());
+    let root = SVGBackend::new(&path, (WIDTH, SWEEP_HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(format!("{e:?}")))?;
+    let ticks: Vec<f64> = {
+        let mut t = Vec::new();
+        let mut b = 16.0;
+        while b <= x1 * 1.01 {
+            if b >= x0 * 0.99 {
+                t.push(b);
+            }
+            b *= 4.0;
+        }
+        t
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{} — {unit} (log–log, higher is better)", section.title), ("sans-serif", 16))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((x0 / 1.6..x1 * 1.6).log_scale().with_key_points(ticks), (y0 / 2.0..y1 * 2.0).log_scale())
+        .map_err(|e| err(format!("{e:?}")))?;
+    chart
+        .configure_mesh()
+        .x_desc("payload per message")
+        .y_desc(unit)
+        .x_label_formatter(&|v| size_label(v.round() as usize))
+        .y_label_formatter(&|v| num(*v))
+        .draw()
+        .map_err(|e| err(format!("{e:?}")))?;
+    for (i, (name, _, pts)) in series.iter().enumerate() {
+        let colour = colour(i);
+        let line = PathElement::new(pts.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(), colour.stroke_width(2));
+        chart
+            .draw_series([line])
+            .map_err(|e| err(format!("{e:?}")))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, colour.filled())))
+            .map_err(|e| err(format!("{e:?}")))?;
+        chart
+            .draw_series(pts.iter().map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], colour.stroke_width(1))))
+            .map_err(|e| err(format!("{e:?}")))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(|e| err(format!("{e:?}")))?;
+    root.present().map_err(|e| err(format!("{e:?}")))
+}
+
+/// A bar per row, one panel per unit.
+fn bars(dir: &Path, section: &SectionReport) -> Result<(), String> {
     let panels = by_unit(&section.rows);
     let heights: Vec<u32> = panels.values().map(|rows| rows.len() as u32 * ROW_HEIGHT + PANEL_EXTRA).collect();
-    let path = dir.join(plot_name(section.section));
+    let path = dir.join(plot_name(section.slug));
     let root = SVGBackend::new(&path, (WIDTH, heights.iter().sum())).into_drawing_area();
     root.fill(&WHITE).map_err(|e| format!("plot {}: {e:?}", path.display()))?;
     let mut rest = root.clone();
@@ -108,7 +224,7 @@ where
         .draw()
         .map_err(err)?;
     for (i, r) in rows.iter().enumerate() {
-        let colour = Palette99::pick(variants.iter().position(|v| *v == r.variant).unwrap_or(0)).mix(0.85);
+        let colour = colour(variants.iter().position(|v| *v == r.variant).unwrap_or(0));
         let (y0, y1) = (SegmentValue::Exact(at(i)), SegmentValue::Exact(at(i) + 1));
         let mut bar = Rectangle::new([(x_start, y0), (r.median, y1)], colour.filled());
         bar.set_margin(4, 4, 0, 0);

@@ -1,6 +1,7 @@
 //! The study's report: the figures of every row (median, min–max, runs,
-//! percentiles, × floor, × best peer), the machine they came from, and
-//! `report.md` / `report.json` written from them.
+//! percentiles, CPU per operation, fairness, × baseline, × floor, × best
+//! peer), the machine they came from, and `report.md` / `report.json`
+//! written from them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,20 +9,24 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::model::{Key, Sample, Section, Unit};
-use crate::python;
+use crate::model::{Key, PlotKind, Sample, Section, Unit};
+use crate::sections;
 
 /// Everything one probe produced in one run of the study.
 pub struct RowData {
     pub key: Key,
     pub unit: Unit,
     pub is_floor: bool,
+    /// The shmsync row this one is set beside (see `Probe::counterpart`).
+    pub counterpart: Option<String>,
     pub samples: Vec<Sample>,
+    /// Wall time its samples took, set-up and checks included.
+    pub seconds: f64,
 }
 
 /// Everything one section produced.
 pub struct SectionData {
-    pub section: Section,
+    pub section: &'static Section,
     pub rounds: usize,
     pub seconds: f64,
     pub rows: Vec<RowData>,
@@ -140,7 +145,9 @@ pub fn now_utc() -> String {
     format!("{year:04}-{month:02}-{d:02} {h:02}:{m:02} UTC")
 }
 
-/// One row's figures, as the tables, plots and JSON show them.
+/// One row's figures, as the tables, plots and JSON show them. Every
+/// figure but `samples` is the median over the runs (one per round) of that
+/// run's figure, unless its name says otherwise.
 #[derive(Serialize, Clone)]
 pub struct Row {
     pub mechanism: String,
@@ -151,23 +158,51 @@ pub struct Row {
     pub min: f64,
     pub max: f64,
     pub runs: usize,
-    /// Median over the runs of each run's per-operation p50 / p99.
+    /// Per-operation percentiles, in the row's unit.
     pub p50: Option<f64>,
     pub p99: Option<f64>,
+    pub p999: Option<f64>,
+    /// CPU time (user + system, every process involved) per operation, ns.
+    pub cpu_ns_per_op: Option<f64>,
+    /// CPU time over wall time: how many CPUs were busy on average.
+    pub cores: Option<f64>,
+    /// The share of the CPU time spent in the kernel, when known.
+    pub sys_share: Option<f64>,
+    /// Fairness of a contended lock: the smallest and largest share of the
+    /// acquisitions one process took, the longest run of consecutive
+    /// acquisitions by one process (median, and the worst run's), and the
+    /// acquisitions per change of holder.
+    pub share_min: Option<f64>,
+    pub share_max: Option<f64>,
+    pub longest_run: Option<f64>,
+    pub longest_run_max: Option<u64>,
+    pub mean_run: Option<f64>,
     pub is_floor: bool,
+    /// The shmsync row this one is set beside, if it is a Python row.
+    pub counterpart: Option<String>,
     /// How many times worse than the floor (1.0 = as good).
     pub x_floor: Option<f64>,
     /// How many times worse than the best row of the same variant and unit
     /// (1.0 = the best).
     pub x_best: Option<f64>,
+    /// How many times better than the section's baseline row of the same
+    /// variant (above 1: better; 1.0 = the baseline).
+    pub x_baseline: Option<f64>,
     /// Every run's value, in round order.
     pub samples: Vec<f64>,
+    /// Wall time all its samples took, set-up and checks included.
+    pub seconds: f64,
 }
 
 #[derive(Serialize)]
 pub struct SectionReport {
-    pub section: Section,
-    pub title: &'static str,
+    pub slug: &'static str,
+    /// The numbered heading.
+    pub title: String,
+    pub about: &'static str,
+    pub baseline: Option<&'static str>,
+    #[serde(skip)]
+    pub plot: PlotKind,
     pub rounds: usize,
     pub seconds: f64,
     pub notes: Vec<String>,
@@ -177,6 +212,7 @@ pub struct SectionReport {
 /// A row of the "Python vs shmsync" table.
 #[derive(Serialize)]
 pub struct Comparison {
+    pub section: &'static str,
     pub python: String,
     pub shmsync: String,
     pub unit: &'static str,
@@ -184,6 +220,8 @@ pub struct Comparison {
     pub shmsync_median: Option<f64>,
     /// How many times better shmsync is (below 1: worse).
     pub shmsync_advantage: Option<f64>,
+    pub python_cpu_ns_per_op: Option<f64>,
+    pub shmsync_cpu_ns_per_op: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -191,6 +229,7 @@ pub struct Report {
     pub machine: Machine,
     pub date: String,
     pub mode: &'static str,
+    pub command: String,
     pub seconds: f64,
     pub sections: Vec<SectionReport>,
     pub python_vs_shmsync: Vec<Comparison>,
@@ -223,35 +262,46 @@ fn times_worse(value: f64, reference: f64, higher_is_better: bool) -> f64 {
     }
 }
 
+/// One row's figures from its samples.
+fn row(r: &RowData) -> Row {
+    let mut values: Vec<f64> = r.samples.iter().map(|s| s.value).collect();
+    let samples = values.clone();
+    values.sort_by(f64::total_cmp);
+    let of = |f: &dyn Fn(&Sample) -> Option<f64>| median_of(r.samples.iter().filter_map(f));
+    Row {
+        mechanism: r.key.mechanism.clone(),
+        variant: r.key.variant.clone(),
+        unit: r.unit.label(),
+        higher_is_better: r.unit.higher_is_better(),
+        median: median(&values),
+        min: values[0],
+        max: values[values.len() - 1],
+        runs: values.len(),
+        p50: of(&|s| s.percentiles.map(|p| p.p50)),
+        p99: of(&|s| s.percentiles.map(|p| p.p99)),
+        p999: of(&|s| s.percentiles.map(|p| p.p999)),
+        cpu_ns_per_op: of(&|s| s.cpu.map(|c| c.ns_per_op)),
+        cores: of(&|s| s.cpu.map(|c| c.ns_per_op / r.unit.wall_ns_per_op(s.value))),
+        sys_share: of(&|s| s.cpu.and_then(|c| c.sys_share)),
+        share_min: of(&|s| s.fairness.map(|f| f.share_min)),
+        share_max: of(&|s| s.fairness.map(|f| f.share_max)),
+        longest_run: of(&|s| s.fairness.map(|f| f.longest_run as f64)),
+        longest_run_max: r.samples.iter().filter_map(|s| s.fairness.map(|f| f.longest_run)).max(),
+        mean_run: of(&|s| s.fairness.map(|f| f.mean_run)),
+        is_floor: r.is_floor,
+        counterpart: r.counterpart.clone(),
+        x_floor: None,
+        x_best: None,
+        x_baseline: None,
+        samples,
+        seconds: r.seconds,
+    }
+}
+
 /// Computes the figures of a section's rows, grouped by variant (in order of
 /// first appearance), best first within a group.
 fn section_rows(data: &SectionData) -> Vec<Row> {
-    let mut rows: Vec<Row> = data
-        .rows
-        .iter()
-        .filter(|r| !r.samples.is_empty())
-        .map(|r| {
-            let mut values: Vec<f64> = r.samples.iter().map(|s| s.value).collect();
-            let samples = values.clone();
-            values.sort_by(f64::total_cmp);
-            Row {
-                mechanism: r.key.mechanism.clone(),
-                variant: r.key.variant.clone(),
-                unit: r.unit.label(),
-                higher_is_better: r.unit.higher_is_better(),
-                median: median(&values),
-                min: values[0],
-                max: values[values.len() - 1],
-                runs: values.len(),
-                p50: median_of(r.samples.iter().filter_map(|s| s.p50)),
-                p99: median_of(r.samples.iter().filter_map(|s| s.p99)),
-                is_floor: r.is_floor,
-                x_floor: None,
-                x_best: None,
-                samples,
-            }
-        })
-        .collect();
+    let mut rows: Vec<Row> = data.rows.iter().filter(|r| !r.samples.is_empty()).map(row).collect();
     // The floor of a row: a floor of the same unit and variant, else the
     // only floor of that unit in the section.
     let floors: Vec<Row> = rows.iter().filter(|r| r.is_floor).cloned().collect();
@@ -266,12 +316,17 @@ fn section_rows(data: &SectionData) -> Vec<Row> {
         });
         row.x_floor = floor.map(|f| times_worse(row.median, f.median, row.higher_is_better));
     }
-    // The best peer: the best non-floor median of the same variant and unit.
     let peers = rows.clone();
     for row in &mut rows {
+        // The section's baseline of the same variant and unit.
+        if let Some(name) = data.section.baseline {
+            let base = peers.iter().find(|p| p.mechanism == name && p.variant == row.variant && p.unit == row.unit);
+            row.x_baseline = base.map(|b| 1.0 / times_worse(row.median, b.median, row.higher_is_better));
+        }
         if row.is_floor {
             continue;
         }
+        // The best peer: the best non-floor median of the same variant and unit.
         let best = peers
             .iter()
             .filter(|p| !p.is_floor && p.variant == row.variant && p.unit == row.unit)
@@ -295,52 +350,51 @@ fn section_rows(data: &SectionData) -> Vec<Row> {
 }
 
 impl Report {
-    pub fn build(machine: Machine, quick: bool, seconds: f64, data: &[SectionData]) -> Report {
+    pub fn build(machine: Machine, quick: bool, command: String, seconds: f64, data: &[SectionData]) -> Report {
         let sections: Vec<SectionReport> = data
             .iter()
             .map(|d| SectionReport {
-                section: d.section,
-                title: d.section.title(),
+                slug: d.section.slug,
+                title: sections::heading(d.section),
+                about: d.section.about,
+                baseline: d.section.baseline,
+                plot: d.section.plot,
                 rounds: d.rounds,
                 seconds: d.seconds,
                 notes: d.notes.clone(),
                 rows: section_rows(d),
             })
             .collect();
-        let find = |section: Section, mechanism: &str, variant: &str| {
-            let s = sections.iter().find(|s| s.section == section)?;
-            s.rows.iter().find(|r| {
-                r.mechanism.eq_ignore_ascii_case(mechanism)
-                    && r.variant.to_lowercase().contains(&variant.to_lowercase())
-            })
-        };
         let mut python_vs_shmsync = Vec::new();
-        for (py, section, shm, variant) in python::COMPARISONS {
-            let Some(p) = sections
-                .iter()
-                .find(|s| s.section == Section::Python)
-                .and_then(|s| s.rows.iter().find(|r| r.mechanism == py && r.variant.contains(variant)))
-            else {
-                continue;
-            };
-            let s = find(section, shm, variant).filter(|s| s.unit == p.unit);
-            python_vs_shmsync.push(Comparison {
-                python: format!("{} [{}]", p.mechanism, p.variant),
-                shmsync: match s {
-                    Some(s) if s.variant.is_empty() => s.mechanism.clone(),
-                    Some(s) => format!("{} [{}]", s.mechanism, s.variant),
-                    None => format!("{shm} (not measured in this run)"),
-                },
-                unit: p.unit,
-                python_median: p.median,
-                shmsync_median: s.map(|s| s.median),
-                shmsync_advantage: s.map(|s| times_worse(p.median, s.median, p.higher_is_better)),
-            });
+        for sec in &sections {
+            for p in sec.rows.iter() {
+                let Some(ours) = &p.counterpart else { continue };
+                let s = sec.rows.iter().find(|r| &r.mechanism == ours && r.variant == p.variant && r.unit == p.unit);
+                let label = |r: &Row| {
+                    if r.variant.is_empty() {
+                        r.mechanism.clone()
+                    } else {
+                        format!("{} [{}]", r.mechanism, r.variant)
+                    }
+                };
+                python_vs_shmsync.push(Comparison {
+                    section: sec.slug,
+                    python: label(p),
+                    shmsync: s.map_or(format!("{ours} (not measured in this run)"), label),
+                    unit: p.unit,
+                    python_median: p.median,
+                    shmsync_median: s.map(|s| s.median),
+                    shmsync_advantage: s.map(|s| times_worse(p.median, s.median, p.higher_is_better)),
+                    python_cpu_ns_per_op: p.cpu_ns_per_op,
+                    shmsync_cpu_ns_per_op: s.and_then(|s| s.cpu_ns_per_op),
+                });
+            }
         }
         Report {
             machine,
             date: now_utc(),
             mode: if quick { "quick (IPC_COST_QUICK=1: a smoke run, not for quoting)" } else { "full" },
+            command,
             seconds,
             sections,
             python_vs_shmsync,
@@ -366,20 +420,27 @@ impl Report {
         let _ = writeln!(s, "- Virtual machine: {} ({})", if m.vm { "yes" } else { "no sign of one" }, m.vm_evidence);
         let _ = writeln!(s, "- Kernel {}, glibc {}", m.kernel, m.glibc);
         let _ = writeln!(s, "- Date: {}; mode: {}; {:.0} s in all", self.date, self.mode, self.seconds);
-        let _ = writeln!(s, "- Command: `cargo bench --bench ipc_cost`\n");
+        let _ = writeln!(s, "- Command: `{}`\n", self.command);
         let _ = writeln!(
             s,
-            "Ratios are the headline; absolute numbers are this machine's. **× floor** is how many times \
-             worse a row is than its section's floor (the bare mechanism underneath), **× best** how many \
-             times worse than the best row of the same variant (1.00 = the best); both follow the unit's \
-             direction, so larger is always worse. Median, min and max are over the runs (one per round; \
-             the mechanisms take turns within each round). p50/p99 are per operation, the median over the \
-             runs of each run's percentile.\n"
+            "Ratios are the headline; absolute numbers are this machine's. Median, min and max are over the \
+             runs (one per round; the mechanisms of a section take turns within each round, so a noisy \
+             neighbour hurts them all alike). Every other figure is the median over the runs of that run's \
+             figure:\n\n\
+             - **p50 / p99 / p99.9**: percentiles of the individual operations of a run, in the row's unit.\n\
+             - **CPU/op**: user + system CPU time per operation, summed over every process involved, each \
+             measured with `getrusage` over its own timed window (and checked against the children's whole \
+             lives from `getrusage(RUSAGE_CHILDREN)`). **cores** is CPU time over wall time: 2.0 means two \
+             processes were busy all along, 0.2 that they mostly slept.\n\
+             - **× floor**: how many times worse than the section's floor (the bare mechanism underneath); \
+             **× best**: how many times worse than the best row of the same variant (1.00 = the best); both \
+             larger is worse, whichever way the unit points. **× tuned pipe**: how many times *better* than \
+             the tuned pipe of the same variant (above 1: faster).\n"
         );
         if !self.python_vs_shmsync.is_empty() {
             let _ = writeln!(s, "## Python vs shmsync\n");
-            let _ = writeln!(s, "| Python | median | shmsync | median | shmsync is |");
-            let _ = writeln!(s, "|---|---:|---|---:|---:|");
+            let _ = writeln!(s, "| Python | median | CPU/op | shmsync | median | CPU/op | shmsync is |");
+            let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|");
             for c in &self.python_vs_shmsync {
                 let adv = c.shmsync_advantage.map_or("–".into(), |a| {
                     if a >= 1.0 {
@@ -390,76 +451,116 @@ impl Report {
                 });
                 let _ = writeln!(
                     s,
-                    "| {} | {} {} | {} | {} | {adv} |",
+                    "| {} | {} {} | {} | {} | {} | {} | {adv} |",
                     c.python,
                     num(c.python_median),
                     c.unit,
+                    opt_ns(c.python_cpu_ns_per_op),
                     c.shmsync,
                     c.shmsync_median.map_or("–".into(), |v| format!("{} {}", num(v), c.unit)),
+                    opt_ns(c.shmsync_cpu_ns_per_op),
                 );
             }
             let _ = writeln!(
                 s,
-                "\nPython's figures include the interpreter's own loop (tens of ns per iteration) and \
-                 start-up is not timed.\n"
+                "\nEach Python row runs the same protocol with the same counts as the shmsync row beside it, \
+                 in the same section's rounds. Python's figures include the interpreter's own loop (tens of ns \
+                 per iteration); start-up is not timed.\n"
             );
         }
         for sec in &self.sections {
-            let _ = writeln!(s, "## {}\n", sec.title);
-            let _ = write!(s, "{} rounds, {:.0} s.", sec.rounds, sec.seconds);
-            if !sec.rows.is_empty() {
-                let _ = write!(s, " Plot: `{}`", plot_name(sec.section));
-            }
-            let _ = writeln!(s, "\n");
-            for note in &sec.notes {
-                let _ = writeln!(s, "> {note}\n");
-            }
-            if sec.rows.is_empty() {
-                let _ = writeln!(s, "_No measurements in this section._\n");
-                continue;
-            }
-            let pct = sec.rows.iter().any(|r| r.p50.is_some() || r.p99.is_some());
-            let _ = write!(s, "| mechanism | variant | median | min–max | runs |");
-            if pct {
-                let _ = write!(s, " p50 | p99 |");
-            }
-            let _ = writeln!(s, " × floor | × best |");
-            let _ = write!(s, "|---|---|---:|---:|---:|");
-            if pct {
-                let _ = write!(s, "---:|---:|");
-            }
-            let _ = writeln!(s, "---:|---:|");
-            for r in &sec.rows {
-                let name = if r.is_floor { format!("{} (floor)", r.mechanism) } else { r.mechanism.clone() };
-                let _ = write!(
-                    s,
-                    "| {name} | {} | {} {} | {}–{} | {} |",
-                    r.variant,
-                    num(r.median),
-                    r.unit,
-                    num(r.min),
-                    num(r.max),
-                    r.runs
-                );
-                if pct {
-                    let _ = write!(s, " {} | {} |", opt(r.p50), opt(r.p99));
-                }
-                let best = match r.x_best {
-                    Some(x) if x <= 1.0 + 1e-9 => "**1.00**".to_string(),
-                    Some(x) => times(x),
-                    None => "–".into(),
-                };
-                let _ = writeln!(s, " {} | {best} |", r.x_floor.map_or("–".into(), times));
-            }
-            let _ = writeln!(s);
+            section_markdown(&mut s, sec);
         }
         s
     }
 }
 
+/// Appends one section's heading, description, notes and table.
+fn section_markdown(s: &mut String, sec: &SectionReport) {
+    let _ = writeln!(s, "## {}\n", sec.title);
+    let _ = writeln!(s, "{}\n", sec.about);
+    let _ = write!(s, "{} rounds, {:.0} s.", sec.rounds, sec.seconds);
+    if !sec.rows.is_empty() {
+        let _ = write!(s, " Plot: `{}`", plot_name(sec.slug));
+    }
+    let _ = writeln!(s, "\n");
+    for note in &sec.notes {
+        let _ = writeln!(s, "> {note}\n");
+    }
+    if sec.rows.is_empty() {
+        let _ = writeln!(s, "_No measurements in this section._\n");
+        return;
+    }
+    let any = |f: &dyn Fn(&Row) -> bool| sec.rows.iter().any(f);
+    let pct = any(&|r| r.p50.is_some());
+    let cpu = any(&|r| r.cpu_ns_per_op.is_some());
+    let fair = any(&|r| r.share_min.is_some());
+    let base = sec.baseline.filter(|_| any(&|r| r.x_baseline.is_some()));
+    let floor = any(&|r| r.x_floor.is_some());
+    let mut head = vec!["mechanism", "variant", "median", "min–max", "runs"];
+    if pct {
+        head.extend(["p50", "p99", "p99.9"]);
+    }
+    if cpu {
+        head.extend(["CPU/op", "cores"]);
+    }
+    if fair {
+        head.extend(["share min–max", "longest run", "mean run"]);
+    }
+    let base_head = base.map(|b| format!("× {b}"));
+    if let Some(b) = &base_head {
+        head.push(b);
+    }
+    if floor {
+        head.push("× floor");
+    }
+    head.push("× best");
+    let _ = writeln!(s, "| {} |", head.join(" | "));
+    let align: Vec<&str> = head.iter().enumerate().map(|(i, _)| if i < 2 { "---" } else { "---:" }).collect();
+    let _ = writeln!(s, "|{}|", align.join("|"));
+    for r in &sec.rows {
+        let name = if r.is_floor { format!("{} (floor)", r.mechanism) } else { r.mechanism.clone() };
+        let mut cells = vec![
+            name,
+            r.variant.clone(),
+            format!("{} {}", num(r.median), r.unit),
+            format!("{}–{}", num(r.min), num(r.max)),
+            r.runs.to_string(),
+        ];
+        if pct {
+            cells.extend([opt(r.p50), opt(r.p99), opt(r.p999)]);
+        }
+        if cpu {
+            cells.push(opt_ns(r.cpu_ns_per_op));
+            cells.push(r.cores.map_or("–".into(), |c| format!("{c:.2}")));
+        }
+        if fair {
+            cells.push(match (r.share_min, r.share_max) {
+                (Some(a), Some(b)) => format!("{:.1}–{:.1} %", a * 100.0, b * 100.0),
+                _ => "–".into(),
+            });
+            cells.push(opt(r.longest_run));
+            cells.push(opt(r.mean_run));
+        }
+        if base.is_some() {
+            cells.push(r.x_baseline.map_or("–".into(), times));
+        }
+        if floor {
+            cells.push(r.x_floor.map_or("–".into(), times));
+        }
+        cells.push(match r.x_best {
+            Some(x) if x <= 1.0 + 1e-9 => "**1.00**".to_string(),
+            Some(x) => times(x),
+            None => "–".into(),
+        });
+        let _ = writeln!(s, "| {} |", cells.join(" | "));
+    }
+    let _ = writeln!(s);
+}
+
 /// The SVG file of a section's plot.
-pub fn plot_name(section: Section) -> String {
-    format!("{}.svg", crate::slug(section))
+pub fn plot_name(slug: &str) -> String {
+    format!("{slug}.svg")
 }
 
 /// A number with about three significant digits, and k / M for large ones.
@@ -486,6 +587,23 @@ pub fn num(v: f64) -> String {
 
 fn opt(v: Option<f64>) -> String {
     v.map_or("–".into(), num)
+}
+
+/// A time given in ns, in the unit that suits it: `10.7 ns`, `2.31 µs`.
+pub fn duration_ns(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{} s", num(ns / 1e9))
+    } else if ns >= 1e6 {
+        format!("{} ms", num(ns / 1e6))
+    } else if ns >= 1e3 {
+        format!("{} µs", num(ns / 1e3))
+    } else {
+        format!("{} ns", num(ns))
+    }
+}
+
+fn opt_ns(v: Option<f64>) -> String {
+    v.map_or("–".into(), duration_ns)
 }
 
 /// A ratio, e.g. `3.2×`.

@@ -1,5 +1,6 @@
 //! Section 2: handing control from one process to another and back; µs per
-//! round trip, with p50 and p99 of the individual round trips.
+//! round trip, with p50, p99 and p99.9 of the individual round trips, and
+//! the CPU time both processes spent per round trip.
 //!
 //! A sample makes the mechanism afresh, forks a responder that answers every
 //! round and an initiator that runs [`WARM_TRIPS`] untimed rounds and then
@@ -7,6 +8,12 @@
 //! Both are forked, so the bench process never pins itself; each child pins
 //! itself (per placement) before it first touches the primitive, because
 //! shmsync decides once per thread and pid whether spinning can help.
+//!
+//! The CPU time is each child's own (`getrusage(RUSAGE_SELF)`) over its
+//! timed rounds, summed; the children's whole lives, from the parent's
+//! `getrusage(RUSAGE_CHILDREN)`, bound it as a check. Python's `Event`,
+//! `Semaphore` and `Condition` run the same protocol in the same placements
+//! (`mp_bench.py handoff`).
 //!
 //! `futex` is a bare shared futex word (no `FUTEX_PRIVATE_FLAG`, as shmsync
 //! uses) that each side sets and then always wakes, never spinning: the
@@ -18,10 +25,23 @@ use std::time::{Duration, Instant};
 
 use super::reap_or_kill;
 use crate::common::handoff::{placements, Mech, Placement, Slots};
-use crate::common::{spawn_pinned, Line, Mapping, ZeroValid};
-use crate::model::{Key, Probe, Sample, Section, Unit};
+use crate::common::{spawn_pinned, CpuSlot, CpuTimes, Line, Mapping, ZeroValid};
+use crate::model::{Cpu, Key, Percentiles, PlotKind, Probe, Sample, Section, Setup, Unit};
+use crate::python;
 
-/// Timed round trips per sample, full and quick.
+pub static SECTION: Section = Section {
+    slug: "handoff",
+    title: "Handoff round trip between two processes",
+    about: "Two forked processes hand control back and forth; µs per round trip (one clock read per trip), \
+            with p50/p99/p99.9 of the individual trips. Placements: cross-core (pinned to two CPUs), same-core \
+            (both pinned to one) and unpinned. CPU/op is both processes' CPU time per round trip; \
+            `cores` = CPU ÷ wall, so 2.0 means both sides spun the whole time.",
+    plot: PlotKind::Bars,
+    baseline: None,
+    setup,
+};
+
+/// Timed round trips per sample, full and quick (Python's too).
 const TRIPS: [usize; 2] = [3000, 200];
 /// Untimed round trips first, so both sides are up and past their faults.
 const WARM_TRIPS: usize = 20;
@@ -37,6 +57,8 @@ struct Shared {
     timed: Line<AtomicU64>,
     /// How many rounds the responder answered, written at its end.
     answered: Line<AtomicU64>,
+    /// The CPU time of the timed rounds: initiator, responder.
+    cpu: [Line<CpuSlot>; 2],
     /// The mechanisms' words, semaphores and raw_sync storage.
     slots: Slots,
 }
@@ -74,13 +96,19 @@ impl HandoffProbe {
         let h = self.mech.make(&shared.slots)?;
         let h = &*h;
         let rounds = (WARM_TRIPS + trips) as u64;
+        let lifetime0 = CpuTimes::reaped_children();
         // SAFETY: the harness runs on one thread; the body touches only the
         // inherited mapping and the mechanism under test.
         let responder = unsafe {
             spawn_pinned("responder", self.place.responder, &|| {
-                for _ in 0..rounds {
+                for _ in 0..WARM_TRIPS {
                     h.pong();
                 }
+                let cpu0 = CpuTimes::this_process();
+                for _ in WARM_TRIPS as u64..rounds {
+                    h.pong();
+                }
+                shared.cpu[1].0.store(CpuTimes::this_process().since(cpu0));
                 shared.answered.0.store(rounds, Ordering::Relaxed);
                 0
             })
@@ -95,6 +123,7 @@ impl HandoffProbe {
                 for _ in 0..WARM_TRIPS {
                     h.ping();
                 }
+                let cpu0 = CpuTimes::this_process();
                 let mut last = Instant::now();
                 for slot in &shared.trip_ns[..trips] {
                     h.ping();
@@ -102,11 +131,13 @@ impl HandoffProbe {
                     slot.store((now - last).as_nanos() as u64, Ordering::Relaxed);
                     last = now;
                 }
+                shared.cpu[0].0.store(CpuTimes::this_process().since(cpu0));
                 shared.timed.0.store(trips as u64, Ordering::Relaxed);
                 0
             })
         };
         reap_or_kill(&mut [initiator, responder], Duration::from_secs(70))?;
+        let lifetime = CpuTimes::reaped_children().since(lifetime0);
         // Visible: waitpid synchronises with the children's exits.
         let (timed, answered) = (shared.timed.0.load(Ordering::Relaxed), shared.answered.0.load(Ordering::Relaxed));
         if timed != trips as u64 || answered != rounds {
@@ -117,15 +148,16 @@ impl HandoffProbe {
         h.check_idle()?;
         let mut ns: Vec<u64> = shared.trip_ns[..trips].iter().map(|s| s.load(Ordering::Relaxed)).collect();
         let total: u64 = ns.iter().sum();
-        ns.sort_unstable();
-        let pct = |p: f64| ns[((p * trips as f64).ceil() as usize).clamp(1, trips) - 1] as f64 / 1e3;
-        Ok(Sample { value: total as f64 / trips as f64 / 1e3, p50: Some(pct(0.50)), p99: Some(pct(0.99)) })
+        let cpu = Cpu::checked(shared.cpu[0].0.load().plus(shared.cpu[1].0.load()), lifetime, trips as u64)?;
+        Ok(Sample::new(total as f64 / trips as f64 / 1e3)
+            .with_percentiles(Percentiles::of(&mut ns, 1e-3))
+            .with_cpu(cpu))
     }
 }
 
 impl Probe for HandoffProbe {
     fn key(&self) -> Key {
-        Key { section: Section::Handoff, mechanism: self.name.to_string(), variant: self.place.name.to_string() }
+        Key { section: SECTION.slug, mechanism: self.name.to_string(), variant: self.place.name.to_string() }
     }
 
     fn unit(&self) -> Unit {
@@ -137,11 +169,37 @@ impl Probe for HandoffProbe {
     }
 }
 
-pub fn probes() -> Vec<Box<dyn Probe>> {
-    let mut out: Vec<Box<dyn Probe>> = Vec::new();
+/// Python rows: the script's name for the mechanism, its row, ours.
+const PYTHON: [(&str, &str, &str); 3] = [
+    ("event", "Python multiprocessing.Event", "shmsync Event"),
+    ("semaphore", "Python multiprocessing.Semaphore", "shmsync Semaphore"),
+    ("condition", "Python multiprocessing.Condition", "shmsync Condition"),
+];
+
+fn setup(quick: bool) -> Setup {
+    let mut out = Setup::default();
+    let py = python::Session::default();
+    let python = python::available();
+    if let Err(why) = &python {
+        out.notes.push(python::missing_note(why));
+    }
+    let cpu = |c: Option<usize>| c.map_or("-1".to_string(), |c| c.to_string());
     for place in placements(["cross-core", "same-core", "unpinned"]) {
         for (mech, name) in MECHS {
-            out.push(Box::new(HandoffProbe { mech, name, place }));
+            out.probes.push(Box::new(HandoffProbe { mech, name, place }));
+        }
+        if python.is_ok() {
+            for (kind, name, ours) in PYTHON {
+                let trips = TRIPS[usize::from(quick)];
+                let args = [
+                    "handoff".to_string(),
+                    kind.to_string(),
+                    cpu(place.initiator),
+                    cpu(place.responder),
+                    trips.to_string(),
+                ];
+                out.probes.push(py.probe(SECTION.slug, name, place.name, Unit::MicrosPerOp, ours, &args));
+            }
         }
     }
     out

@@ -1,33 +1,17 @@
 //! Sections 1-3 of the IPC-cost study: what the synchronisation primitives
 //! cost uncontended, handing control between two processes, and contended by
-//! 1-8 processes. Each probe takes one sample per call, checks it, and leaves
-//! nothing behind: the objects under test are made afresh for each sample
-//! (shmsync's unlink their names when they drop), and every forked child
-//! `_exit`s and is reaped before `sample` returns.
+//! 1-8 processes (with the lock's fairness). Each probe takes one sample per
+//! call, checks it, and leaves nothing behind: the objects under test are
+//! made afresh for each sample (shmsync's unlink their names when they
+//! drop), and every forked child `_exit`s and is reaped before `sample`
+//! returns.
 //!
 //! The harness process must be single-threaded when a probe forks (the
 //! children run only code that is safe in a forked copy of one thread).
 
-mod contended;
-mod handoff;
-mod uncontended;
-
-use crate::model::Probe;
-
-/// Section 1: one process, N acquire+release pairs, ns per pair.
-pub fn uncontended_probes() -> Vec<Box<dyn Probe>> {
-    uncontended::probes()
-}
-
-/// Section 2: round trips between two forked processes, µs, in each placement.
-pub fn handoff_probes() -> Vec<Box<dyn Probe>> {
-    handoff::probes()
-}
-
-/// Section 3: 1, 2, 4 and 8 forked processes bumping a counter under one lock, total Mops/s.
-pub fn contended_probes() -> Vec<Box<dyn Probe>> {
-    contended::probes()
-}
+pub mod contended;
+pub mod handoff;
+pub mod uncontended;
 
 /// Reaps every child, all of which must exit 0. As soon as one fails, or
 /// `limit` passes, kills and reaps the rest and returns what went wrong.

@@ -4,6 +4,10 @@
 //! the others live in an anonymous `MAP_SHARED` mapping as they would across
 //! processes), runs N/10 untimed pairs, then times N pairs. N is calibrated
 //! once per probe and mode so that a sample takes about 30 ms (2 ms quick).
+//! The CPU time is this process's own over the timed pairs
+//! (`getrusage(RUSAGE_SELF)`); below the wall time only if it was preempted.
+//! Python's `Lock`, `RLock` and `Semaphore` run the same loop in the
+//! interpreter, a fixed number of times.
 
 use std::cell::UnsafeCell;
 use std::hint::black_box;
@@ -14,8 +18,22 @@ use std::time::{Duration, Instant};
 use raw_sync::locks::{LockInit, Mutex as RawSyncMutex};
 use raw_sync::Timeout;
 
-use crate::common::{init_pthread, sem_init_shared, Line, Mapping, ZeroValid};
-use crate::model::{Key, Probe, Sample, Section, Unit};
+use crate::common::{init_pthread, sem_init_shared, CpuTimes, Line, Mapping, ZeroValid};
+use crate::model::{Cpu, Key, PlotKind, Probe, Sample, Section, Setup, Unit};
+use crate::python;
+
+pub static SECTION: Section = Section {
+    slug: "uncontended",
+    title: "Uncontended acquire + release",
+    about: "One process takes and releases a free lock N times (N calibrated to about 30 ms a sample); \
+            ns per pair. CPU/op is the process's own CPU time over the timed pairs.",
+    plot: PlotKind::Bars,
+    baseline: None,
+    setup,
+};
+
+/// Python's pairs per sample, full and quick.
+const PYTHON_PAIRS: [u64; 2] = [1_000_000, 50_000];
 
 /// What one sample should take, full and quick.
 const TARGET: [Duration; 2] = [Duration::from_millis(30), Duration::from_millis(2)];
@@ -79,18 +97,23 @@ impl Mech {
     }
 }
 
+/// A timed run: its wall span and this process's CPU time over it.
+type Timed = (Duration, CpuTimes);
+
 /// Runs `warm` untimed then `pairs` timed calls of `pair`, stopping at the
-/// first error; returns the timed span.
+/// first error; returns the timed span and its CPU time.
 #[inline(always)]
-fn timed(warm: u64, pairs: u64, mut pair: impl FnMut() -> Result<(), String>) -> Result<Duration, String> {
+fn timed(warm: u64, pairs: u64, mut pair: impl FnMut() -> Result<(), String>) -> Result<Timed, String> {
     for _ in 0..warm {
         pair()?;
     }
+    let cpu0 = CpuTimes::this_process();
     let t0 = Instant::now();
     for _ in 0..pairs {
         pair()?;
     }
-    Ok(t0.elapsed())
+    let span = t0.elapsed();
+    Ok((span, CpuTimes::this_process().since(cpu0)))
 }
 
 fn pthread_err(call: &str, rc: i32) -> String {
@@ -98,7 +121,7 @@ fn pthread_err(call: &str, rc: i32) -> String {
 }
 
 /// One timed run of `pairs` pairs on a fresh object, checked afterwards.
-fn run(mech: Mech, warm: u64, pairs: u64) -> Result<Duration, String> {
+fn run(mech: Mech, warm: u64, pairs: u64) -> Result<Timed, String> {
     let map = Mapping::<Shared>::new();
     let shared = map.shared();
     let new_err = |e: shmsync::Error| format!("{}: creating it failed: {e}", mech.name());
@@ -258,7 +281,7 @@ struct Uncontended {
 
 impl Probe for Uncontended {
     fn key(&self) -> Key {
-        Key { section: Section::Uncontended, mechanism: self.mech.name().to_string(), variant: String::new() }
+        Key { section: SECTION.slug, mechanism: self.mech.name().to_string(), variant: String::new() }
     }
 
     fn unit(&self) -> Unit {
@@ -274,7 +297,7 @@ impl Probe for Uncontended {
         let pairs = match self.pairs[mode] {
             Some(n) => n,
             None => {
-                let span = run(self.mech, CALIBRATION_PAIRS / 10, CALIBRATION_PAIRS)?;
+                let (span, _) = run(self.mech, CALIBRATION_PAIRS / 10, CALIBRATION_PAIRS)?;
                 let per_pair = span.as_secs_f64() / CALIBRATION_PAIRS as f64;
                 let n = (TARGET[mode].as_secs_f64() / per_pair.max(1e-10)) as u64;
                 let n = n.clamp(MIN_PAIRS, MAX_PAIRS);
@@ -282,11 +305,33 @@ impl Probe for Uncontended {
                 n
             }
         };
-        let span = run(self.mech, pairs / 10, pairs)?;
-        Ok(Sample { value: span.as_nanos() as f64 / pairs as f64, p50: None, p99: None })
+        let (span, cpu) = run(self.mech, pairs / 10, pairs)?;
+        Ok(Sample::new(span.as_nanos() as f64 / pairs as f64).with_cpu(Cpu::per_op(cpu, pairs)))
     }
 }
 
-pub fn probes() -> Vec<Box<dyn Probe>> {
-    Mech::ALL.iter().map(|&mech| Box::new(Uncontended { mech, pairs: [None; 2] }) as Box<dyn Probe>).collect()
+/// Python rows: the script's name for the object, ours it stands beside.
+const PYTHON: [(&str, &str, &str); 3] = [
+    ("lock", "Python multiprocessing.Lock", "shmsync Lock"),
+    ("rlock", "Python multiprocessing.RLock", "shmsync RLock"),
+    ("semaphore", "Python multiprocessing.Semaphore", "shmsync Semaphore"),
+];
+
+fn setup(quick: bool) -> Setup {
+    let mut out = Setup::default();
+    let py = python::Session::default();
+    for &mech in &Mech::ALL {
+        out.probes.push(Box::new(Uncontended { mech, pairs: [None; 2] }));
+    }
+    match python::available() {
+        Ok(()) => {
+            for (kind, name, ours) in PYTHON {
+                let pairs = PYTHON_PAIRS[usize::from(quick)];
+                let args = ["uncontended".to_string(), kind.to_string(), pairs.to_string()];
+                out.probes.push(py.probe(SECTION.slug, name, "", Unit::NanosPerOp, ours, &args));
+            }
+        }
+        Err(why) => out.notes.push(python::missing_note(&why)),
+    }
+    out
 }
