@@ -110,8 +110,9 @@ const REAP_GRACE: Duration = Duration::from_secs(10);
 const SIZES: [(&str, usize); 2] = [("64B", 64), ("4KiB", 4096)];
 
 /// The mechanisms and their function names.
-const MECHANISMS: [(Kind, &str); 7] = [
+const MECHANISMS: [(Kind, &str); 8] = [
     (Kind::QueueVec, "shmsync_Queue_Vec_u8"),
+    (Kind::QueueZeroCopy, "shmsync_Queue_put_with_get_with"),
     (Kind::QueueByteBuf, "shmsync_Queue_ByteBuf"),
     (Kind::Connection, "shmsync_Connection"),
     (Kind::TunedPipe, "tuned_pipe"),

@@ -168,6 +168,10 @@ pub enum Kind {
     /// `shmsync::Queue::<Vec<u8>>` (serde's generic sequence: postcard
     /// writes the bytes one element at a time), same ring.
     QueueVec,
+    /// `shmsync::Queue::<Vec<u8>>` through its zero-copy path: `put_with`
+    /// writes the bytes straight into the ring, `get_with` reads them there
+    /// (here into the consumer's reused buffer, where it checks them).
+    QueueZeroCopy,
     /// `shmsync::pipe()`, `send_bytes` / `recv_bytes`.
     Connection,
     /// The strongest kernel baseline: a `pipe2(O_NONBLOCK)` with a
@@ -196,6 +200,7 @@ impl Kind {
         match self {
             Kind::QueueByteBuf => Box::new(QueueByteBuf(shmsync::Queue::new(capacity).expect("Queue::new"))),
             Kind::QueueVec => Box::new(QueueVec(shmsync::Queue::new(capacity).expect("Queue::new"))),
+            Kind::QueueZeroCopy => Box::new(QueueZeroCopy(shmsync::Queue::new(capacity).expect("Queue::new"))),
             Kind::Connection => {
                 let (tx, rx) = shmsync::pipe().expect("shmsync::pipe");
                 Box::new(ShmConnection { tx, rx })
@@ -234,6 +239,25 @@ impl Mechanism for QueueVec {
     }
     fn recv(&self, out: &mut Vec<u8>) {
         *out = self.0.get().expect("Queue::get");
+    }
+    fn is_drained(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+struct QueueZeroCopy(shmsync::Queue<Vec<u8>>);
+
+impl Mechanism for QueueZeroCopy {
+    fn send(&self, msg: &ByteBuf) {
+        self.0.put_with(msg.len(), |buf| buf.copy_from_slice(msg)).expect("Queue::put_with");
+    }
+    fn recv(&self, out: &mut Vec<u8>) {
+        self.0
+            .get_with(|bytes| {
+                out.clear();
+                out.extend_from_slice(bytes);
+            })
+            .expect("Queue::get_with");
     }
     fn is_drained(&self) -> bool {
         self.0.is_empty()

@@ -86,10 +86,8 @@ pub const CONNECTION: &str = "shmsync Connection";
 pub const PYTHON: [(&str, &str, &str); 2] =
     [("queue", "Python multiprocessing.Queue", QUEUE), ("pipe", "Python multiprocessing.Pipe", CONNECTION)];
 
-/// Only at the Queue's target sizes: `Queue<Vec<u8>>`. (The zero-copy
-/// `put_with`/`get_with` path, when the Queue has it, belongs here too: one
-/// more `Kind` in `common::messages`, added in `setup` at these sizes, and
-/// in `benches/queue.rs`'s list.)
+/// Only at the Queue's target sizes: `Queue<Vec<u8>>`, through `put`/`get`
+/// and through the zero-copy `put_with`/`get_with`.
 const VEC_SIZES: [usize; 2] = [64, 4 << 10];
 /// Only at 64 B: the queue with this many producers and as many consumers.
 const MPMC: usize = 3;
@@ -147,6 +145,7 @@ fn setup(quick: bool) -> Setup {
         }
         if VEC_SIZES.contains(&size) {
             add(Kind::QueueVec, "shmsync Queue<Vec<u8>>".to_string(), size, 1, (full, short));
+            add(Kind::QueueZeroCopy, "shmsync Queue put_with/get_with".to_string(), size, 1, (full, short));
         }
         if size == 64 {
             let name = format!("{QUEUE}, {MPMC} producers → {MPMC} consumers");
