@@ -16,10 +16,11 @@
 //!   to 127 registered words and wakes the futures' wakers when one changes.
 //!   Watcher threads start when first needed, one per 127 distinct words;
 //!   futures waiting on the same word share its slot, so 10,000 tasks
-//!   awaiting one Event cost one slot. Nothing spins: a watcher with nothing
-//!   registered sleeps without a timeout, and one with registrations wakes
-//!   only for a change, or once per re-check slice (at most 1 s) to look for
-//!   what a killed process left unannounced.
+//!   awaiting one Event cost one slot. Nothing spins, and watchers sleep
+//!   without a timeout: they wake only for a change. One auditor thread per
+//!   process looks at every registered word every 500 ms for what a killed
+//!   process published without a wake, and pokes only a watcher that has
+//!   something to report; with nothing registered it sleeps too.
 //! - Dropping a future cancels it: it takes nothing (a unit, a message) that
 //!   it has not returned, and a wake it may have absorbed is handed on.
 //!   Runtime timeouts (`tokio::time::timeout`) are therefore safe.

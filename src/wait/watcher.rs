@@ -91,6 +91,9 @@ struct Global {
     shards: Vec<Arc<Shard>>,
     /// Bumped on every registration, so a sleeping auditor starts again.
     auditor: Arc<AtomicU32>,
+    /// Whether the auditor thread is running (a failed start is retried at
+    /// the next registration).
+    audited: bool,
 }
 
 static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
@@ -102,7 +105,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A future's place in a shard. Dropping it removes the future.
 pub(crate) struct Registration {
-    shard: Arc<Shard>,
+    /// `None` when no watcher thread could be started: the future was
+    /// woken at once, to poll again (a busy wait, never a hang).
+    shard: Option<Arc<Shard>>,
     word: usize,
     expected: u32,
     id: u64,
@@ -115,7 +120,8 @@ unsafe impl Sync for Registration {}
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut state = lock(&self.shard.state);
+        let Some(shard) = &self.shard else { return };
+        let mut state = lock(&shard.state);
         if let Some(pos) = state.entries.iter().position(|e| e.word == self.word && e.expected == self.expected) {
             let entry = &mut state.entries[pos];
             entry.waiters.retain(|(id, _)| *id != self.id);
@@ -132,8 +138,8 @@ impl Drop for Registration {
 pub(crate) fn register(watch: Watch, waker: &Waker, previous: Option<Registration>) -> Registration {
     let word = watch.word as usize;
     if let Some(mut reg) = previous {
-        if reg.word == word && reg.expected == watch.expected {
-            let mut state = lock(&reg.shard.state);
+        if let (Some(shard), true) = (reg.shard.clone(), reg.word == word && reg.expected == watch.expected) {
+            let mut state = lock(&shard.state);
             if let Some(entry) = state.entries.iter_mut().find(|e| e.word == word && e.expected == watch.expected) {
                 if let Some(slot) = entry.waiters.iter_mut().find(|(id, _)| *id == reg.id) {
                     if !slot.1.will_wake(waker) {
@@ -148,7 +154,12 @@ pub(crate) fn register(watch: Watch, waker: &Waker, previous: Option<Registratio
             reg.word = 0; // nothing to remove on drop
         }
     }
-    let shard = shard_for(word, watch.expected);
+    let Some(shard) = shard_for(word, watch.expected) else {
+        // No thread to watch the word (the process is out of threads): have
+        // the runtime poll again rather than leave the future asleep.
+        waker.wake_by_ref();
+        return Registration { shard: None, word, expected: watch.expected, id: 0 };
+    };
     let mut state = lock(&shard.state);
     let id = state.next_id;
     state.next_id += 1;
@@ -172,7 +183,7 @@ pub(crate) fn register(watch: Watch, waker: &Waker, previous: Option<Registratio
         // Re-arm the thread with the new word.
         poke(&shard);
     }
-    Registration { shard, word, expected: watch.expected, id }
+    Registration { shard: Some(shard), word, expected: watch.expected, id }
 }
 
 /// Wakes a shard's thread to look again.
@@ -181,20 +192,25 @@ fn poke(shard: &Shard) {
     futex::wake_all(&shard.control);
 }
 
-/// The shard already watching (word, expected), or one with room, or a new one.
-fn shard_for(word: usize, expected: u32) -> Arc<Shard> {
+/// The shard already watching (word, expected), or one with room, or a new
+/// one; `None` if a new one was needed and its thread could not start.
+fn shard_for(word: usize, expected: u32) -> Option<Arc<Shard>> {
     let mut global = lock(&GLOBAL);
     let me = std::process::id();
     if global.as_ref().is_none_or(|g| g.pid != me) {
         // First use, or a forked child: the parent's threads are not here.
-        let auditor = Arc::new(AtomicU32::new(0));
-        let signal = Arc::clone(&auditor);
-        if let Err(e) = std::thread::Builder::new().name("shmsync-audit".to_string()).spawn(move || audit(&signal)) {
-            log::error!("shmsync: could not start the async auditor thread: {e}; a killed peer may strand async waits");
-        }
-        *global = Some(Global { pid: me, shards: Vec::new(), auditor });
+        *global = Some(Global { pid: me, shards: Vec::new(), auditor: Arc::new(AtomicU32::new(0)), audited: false });
     }
     let g = global.as_mut().unwrap_or_else(|| unreachable!("just set"));
+    if !g.audited {
+        let signal = Arc::clone(&g.auditor);
+        match std::thread::Builder::new().name("shmsync-audit".to_string()).spawn(move || audit(&signal)) {
+            Ok(_) => g.audited = true,
+            Err(e) => {
+                log::error!("shmsync: could not start the async auditor thread: {e} (retried at the next registration)")
+            }
+        }
+    }
     // A registration: let a sleeping auditor know there is work again.
     g.auditor.fetch_add(1, Ordering::Release);
     futex::wake_all(&g.auditor);
@@ -202,7 +218,7 @@ fn shard_for(word: usize, expected: u32) -> Arc<Shard> {
     for shard in &g.shards {
         let state = lock(&shard.state);
         if state.entries.iter().any(|e| e.word == word && e.expected == expected) {
-            return Arc::clone(shard);
+            return Some(Arc::clone(shard));
         }
         let limit = if shard.single { 1 } else { WORDS_PER_SHARD };
         if with_room.is_none() && state.entries.len() < limit {
@@ -210,7 +226,7 @@ fn shard_for(word: usize, expected: u32) -> Arc<Shard> {
         }
     }
     if let Some(shard) = with_room {
-        return shard;
+        return Some(shard);
     }
     let shard = Arc::new(Shard {
         state: Mutex::new(ShardState::default()),
@@ -219,12 +235,12 @@ fn shard_for(word: usize, expected: u32) -> Arc<Shard> {
         single: !futex_waitv_works(),
     });
     let runner = Arc::clone(&shard);
-    let started = std::thread::Builder::new().name("shmsync-watch".to_string()).spawn(move || run(&runner));
-    if let Err(e) = started {
-        log::error!("shmsync: could not start an async watcher thread: {e}; async waits on new words will not wake");
+    if let Err(e) = std::thread::Builder::new().name("shmsync-watch".to_string()).spawn(move || run(&runner)) {
+        log::error!("shmsync: could not start an async watcher thread: {e}; its futures poll until one starts");
+        return None;
     }
     g.shards.push(Arc::clone(&shard));
-    shard
+    Some(shard)
 }
 
 /// Whether this kernel has `futex_waitv` (asked once).
