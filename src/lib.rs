@@ -103,3 +103,8 @@ pub mod __private {
         crate::raw::set_recheck_for_tests(slice)
     }
 }
+
+/// The README's examples, compiled as doctests so they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
