@@ -60,9 +60,12 @@ pub(crate) enum Spin {
     Barrier,
     /// Waiting for a queue's ring to change.
     Ring,
+    /// Waiting on a reader-writer lock: for its writer to leave, or for its
+    /// readers to drain.
+    RwLock,
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 thread_local! {
     /// This thread's spin budget for each kind of wait, in pauses.

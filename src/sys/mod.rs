@@ -11,6 +11,7 @@
 //! - [`shm`]: `shm_open`, `fstat`, `posix_fallocate`, `fchmod`, `shm_unlink`,
 //!   and mapping through memmap2.
 //! - [`proc`]: process facts (pid, tid, liveness, CPU affinity).
+//! - [`thread`]: the calling thread's identity, cached without a syscall.
 //! - [`child`]: fork, `_exit`, the parent-death signal, `atexit`, waiting
 //!   on a child with a deadline.
 
@@ -20,6 +21,7 @@ pub(crate) mod proc;
 pub(crate) mod pthread;
 pub(crate) mod shm;
 pub(crate) mod socket;
+pub(crate) mod thread;
 pub(crate) mod time;
 
 /// Reports a return code that the platform documents as impossible for the way
