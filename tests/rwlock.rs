@@ -531,14 +531,6 @@ fn a_reader_table_corrupted_in_use_neither_hangs_nor_breaks_the_lock() {
     assert!(lock.try_write().is_ok() && lock.try_read().is_ok());
 }
 
-/// Whether process `pid` is stopped (by SIGSTOP).
-fn is_stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|t| t.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_reader_that_waited_goes_in_before_the_writers_next_write() {
     use nix::sys::signal::{kill, Signal};
@@ -560,7 +552,7 @@ fn a_reader_that_waited_goes_in_before_the_writers_next_write() {
     common::await_futex_sleep(&[reader.pid()]);
     let pid = Pid::from_raw(reader.pid() as i32);
     kill(pid, Signal::SIGSTOP).unwrap();
-    await_true(|| is_stopped(reader.pid()), "the reader to stop");
+    await_true(|| common::is_stopped(reader.pid()), "the reader to stop");
     let resumer = fork(move || {
         std::thread::sleep(Duration::from_millis(200));
         i32::from(kill(pid, Signal::SIGCONT).is_err())

@@ -24,8 +24,9 @@ impl RawRwLock {
     /// get in, waits until none is queued, and sets WRITING again.
     #[cold]
     pub(super) fn let_waiting_readers_in(&self, deadline: Option<&Deadline>) -> Result<(), Fail> {
-        self.clear_writing();
+        let published = self.publish_clear_writing();
         crash_point!("rwlock.write.yielded");
+        self.wake_if_sleepers(published);
         // A queued reader that died costs a liveness check, made before each
         // sleep rather than after a slice.
         self.wait_for(deadline, |lock, look| Ok(lock.queued_readers(look != Look::Again)))?;

@@ -86,14 +86,25 @@ impl RawRwLock {
     /// Clears WRITING (and DRAINING), keeping the exclusive side, and wakes
     /// the readers waiting for it.
     pub(super) fn clear_writing(&self) {
+        let published = self.publish_clear_writing();
+        self.wake_if_sleepers(published);
+    }
+
+    /// The first half of `clear_writing`: the word without WRITING, keeping
+    /// SLEEPERS. Returns the word published.
+    pub(super) fn publish_clear_writing(&self) -> u32 {
         let mut s = self.state.load(Ordering::Relaxed);
-        let published = loop {
+        loop {
             let next = (s & !(WRITING | DRAINING)).wrapping_add(PHASE_ONE);
             match self.state.compare_exchange_weak(s, next, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break next,
+                Ok(_) => return next,
                 Err(now) => s = now,
             }
-        };
+        }
+    }
+
+    /// The second half: wakes the sleepers if `published` says any may sleep.
+    pub(super) fn wake_if_sleepers(&self, published: u32) {
         if published & SLEEPERS != 0 {
             self.wake_sleepers(published);
         }
