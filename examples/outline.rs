@@ -1,6 +1,7 @@
 //! The tour: every section of the module outline (sections 1 to 17, then
-//! the pipes and queues of its `+` row), in order, each under a heading. This
-//! is the README's "see it work" command.
+//! the pipes and queues of its `+` row), in order, each under a heading, with
+//! readers and writers on an `RwLock` (which Python lacks) after the Lock
+//! section. This is the README's "see it work" command.
 //!
 //! Run: `cargo run --release --example outline`
 //!
@@ -30,8 +31,8 @@
 //! ```
 //!
 //! Each section runs in a process of its own: this binary started again with
-//! `--section KEY` (the section's number, or `pipe` or `queue` for the last
-//! two), which calls that section's `main`. A section so behaves exactly as
+//! `--section KEY` (the section's number, or `rwlock`, `pipe` or `queue` for
+//! the sections beyond Python's), which calls that section's `main`. A section so behaves exactly as
 //! its standalone example, which it could not if they all shared one
 //! process: default names count every `Process` a process constructs
 //! (`Process-3`, `Worker-1`, `Process-1` in sections 4, 9 and 10, and the
@@ -83,6 +84,8 @@ mod process_subclass;
 mod process_terminate;
 #[path = "queue.rs"]
 mod queue;
+#[path = "rwlock.rs"]
+mod rwlock;
 #[path = "semaphore.rs"]
 mod semaphore;
 
@@ -95,7 +98,7 @@ type Section = fn() -> Result<(), Box<dyn Error>>;
 
 /// The sections, in the outline's order: the key `--section` takes, the
 /// heading, and the entry point.
-const SECTIONS: [(&str, &str, Section); 19] = [
+const SECTIONS: [(&str, &str, Section); 20] = [
     ("1", "1. Process objects", process_simple::main),
     ("2", "2. Passing arguments", process_args::main),
     ("3", "3. Importable target functions", process_spawn::main),
@@ -108,6 +111,7 @@ const SECTIONS: [(&str, &str, Section); 19] = [
     ("10", "10. Subclassing Process", process_subclass::main),
     ("11", "11. Signaling with Event", event::main),
     ("12", "12. Controlling access with Lock", lock::main),
+    ("rwlock", "+ Readers and writers with RwLock", rwlock::main),
     ("13", "13. Synchronizing with Condition", condition::main),
     ("14", "14. Concurrent access with Semaphore", semaphore::main),
     ("15", "15. Pool.map", pool::main),

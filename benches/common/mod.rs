@@ -11,6 +11,7 @@
 
 pub mod handoff;
 pub mod messages;
+pub mod rwlock;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::io::AsRawFd;

@@ -50,6 +50,7 @@ mod plot;
 mod primitives;
 mod python;
 mod report;
+mod rwlock;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -85,6 +86,7 @@ pub fn slug(section: Section) -> &'static str {
         Section::Messages => "messages",
         Section::PoolOverhead => "pool",
         Section::Python => "python",
+        Section::RwLock => "rwlock",
     }
 }
 
@@ -139,6 +141,7 @@ fn probes(section: Section) -> Result<(Probes, Vec<String>), String> {
                 Ok(()) => (python::probes(), vec![]),
                 Err(why) => (vec![], vec![format!("Python was not measured: {why}")]),
             },
+            Section::RwLock => (rwlock::probes(), vec![]),
         }
     };
     catch_unwind(AssertUnwindSafe(make))
