@@ -231,10 +231,14 @@ fn a_writer_gets_in_against_four_processes_reading_in_a_loop() {
     // A writer-preferring lock lets every one of these in within
     // microseconds to milliseconds; a lock that starved writers would not
     // let one in at all while the readers overlap.
+    let mut slowest = Duration::ZERO;
     for v in 1..=20 {
+        let asked = Instant::now();
         let mut g = lock.try_write_for(FAIR).unwrap_or_else(|_| panic!("write {v} starved by readers"));
+        slowest = slowest.max(asked.elapsed());
         write_all(&mut g, v);
     }
+    eprintln!("the slowest of 20 writes among 4 looping readers got in after {slowest:?}");
     stop.store(1, Ordering::Release);
     for child in readers {
         child.expect_success();
@@ -319,6 +323,7 @@ fn a_writer_killed_mid_update_poisons_it_for_readers_and_writers() {
             .collect();
         await_true(|| lock.is_write_locked(), "the writer to hold");
         writer.kill();
+        let killed = Instant::now();
         for mut child in waiting {
             assert_eq!(
                 child.wait_for(DEADLINE),
@@ -326,6 +331,7 @@ fn a_writer_killed_mid_update_poisons_it_for_readers_and_writers() {
                 "round {round}: a waiting reader did not get it poisoned"
             );
         }
+        eprintln!("round {round}: the readers behind a dead writer got in {:?} after the kill", killed.elapsed());
         // A writer sees the poison too, and repairs the table.
         match lock.try_write_for(RECOVERY) {
             Err(TryLockError::Poisoned(p)) => write_all(&mut p.into_inner(), 0),
@@ -354,6 +360,7 @@ fn a_reader_killed_holding_is_forgotten_without_poison() {
         await_value(&holding, round, "the reader to hold");
         assert_eq!(lock.readers(), 2);
         reader.kill();
+        let killed = Instant::now();
         // A writer in another process waits, then gets in when the dead
         // reader's share is reclaimed; nothing is poisoned.
         fork(|| match lock.try_write_for(RECOVERY) {
@@ -364,6 +371,7 @@ fn a_reader_killed_holding_is_forgotten_without_poison() {
             Err(_) => 1,
         })
         .expect_success();
+        eprintln!("round {round}: a dead reader's share reclaimed {:?} after the kill", killed.elapsed());
         assert_eq!(lock.readers(), 0);
         assert!(!lock.is_poisoned());
     }

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use raw_sync::locks::{LockImpl, LockInit, RwLock as RawSyncRwLock};
 
-use super::{allowed_cpus, check_rc, exit_problem, reap_all, spawn_pinned, spin_until, Line, Mapping, ZeroValid, DEADLINE};
+use super::{
+    allowed_cpus, check_rc, exit_problem, reap_all, spawn_pinned, spin_until, Line, Mapping, ZeroValid, DEADLINE,
+};
 
 /// A lock under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

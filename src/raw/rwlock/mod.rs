@@ -302,7 +302,9 @@ fn blocking<T>(what: &str, r: Result<T, Fail>) -> T {
 /// Calls that would wait for the calling thread itself panic (`write` while
 /// holding a read or the write lock, `read` while holding the write lock);
 /// their `try_` forms return `None`. Nested reads on one thread are fine, up
-/// to 65,535 (more panic, as std's do past its maximum).
+/// to 65,535 (more panic, as std's do past its maximum). As with
+/// parking_lot, a thread that holds a read must not wait for an upgradable
+/// read: if the upgradable holder then upgrades, each waits for the other.
 ///
 /// ```
 /// use shmsync::raw::RawRwLock;

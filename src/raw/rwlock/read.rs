@@ -278,7 +278,8 @@ impl RawRwLock {
             }
             return;
         }
-        debug_assert!(false, "RawRwLock::unlock_read: the calling thread holds no read lock");
+        // A guard inherited across fork and dropped in the child ends here:
+        // the read belongs to the parent's thread, and stays.
         log::error!("shmsync: RawRwLock::unlock_read called by a thread that holds no read lock; ignored");
     }
 
