@@ -108,27 +108,38 @@ impl RawRwLock {
     /// whenever no writer is in, waiting (WAITING, asleep on `state`)
     /// while one is.
     #[cold]
-    pub(super) fn read_slow(&self, mine: Option<usize>, deadline: Option<&Deadline>) -> Result<Locked, Fail> {
+    pub(super) fn read_slow(&self, mut mine: Option<usize>, deadline: Option<&Deadline>) -> Result<Locked, Fail> {
         let me = me();
-        let Some(i) = self.own_slot(me, mine) else {
-            return self.read_through_exclusive(me, deadline);
-        };
-        HINT.set(i as u32);
+        loop {
+            let Some(i) = self.own_slot(me, mine) else {
+                return self.read_through_exclusive(me, deadline);
+            };
+            HINT.set(i as u32);
+            if let Some(done) = self.read_in_slot(me, i, deadline) {
+                return done;
+            }
+            // The slot was taken over while idle: find another.
+            mine = None;
+        }
+    }
+
+    /// `read_slow` in this thread's slot `i`; `None` if the slot is taken
+    /// over (it was idle: this thread had not counted in it yet).
+    fn read_in_slot(&self, me: Me, i: usize, deadline: Option<&Deadline>) -> Option<Result<Locked, Fail>> {
         let slot = &self.slots[i];
         let mut spin = SpinWait::new(Spin::RwLock, deadline);
         let mut sleeper = Sleeper::new();
         loop {
             let w = slot.word.load(Ordering::Relaxed);
             if !self.is_mine(i, w, me) {
-                // Taken over while idle (this thread had not counted yet).
-                return self.read_slow(None, deadline);
+                return None;
             }
             match count(w) {
                 0 => {}
-                COUNT => return Err(Fail::TooManyReads),
+                COUNT => return Some(Err(Fail::TooManyReads)),
                 _ => {
                     if slot.word.compare_exchange(w, w + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                        return Ok(self.flag());
+                        return Some(Ok(self.flag()));
                     }
                     continue;
                 }
@@ -145,18 +156,18 @@ impl RawRwLock {
                     if w & WAITING != 0 {
                         self.stop_waiting(i);
                     }
-                    return Ok(self.flag());
+                    return Some(Ok(self.flag()));
                 }
                 self.give_back(i, true);
                 continue;
             }
             if self.held_by_me(s, me) {
                 self.unqueue(i);
-                return Err(Fail::Deadlock);
+                return Some(Err(Fail::Deadlock));
             }
             if deadline.is_some_and(Deadline::has_passed) {
                 self.unqueue(i);
-                return Err(Fail::Timeout);
+                return Some(Err(Fail::Timeout));
             }
             if w & WAITING == 0 {
                 // Queue up: the next writer lets waiting readers in first.
