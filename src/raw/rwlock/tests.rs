@@ -217,3 +217,52 @@ fn nesting_stops_at_the_slot_count() {
     assert_eq!(lock.readers(), 0);
     assert!(lock.try_write().is_some());
 }
+
+#[test]
+fn more_live_threads_than_slots_taking_slots_over_keep_exclusion() {
+    struct Guarded(std::cell::UnsafeCell<[u64; 2]>);
+    // SAFETY: the pair is only touched under the lock below.
+    unsafe impl Sync for Guarded {}
+    let lock = RawRwLock::default();
+    let data = Guarded(std::cell::UnsafeCell::new([0, 0]));
+    let threads = READER_SLOTS + 16;
+    let writes = AtomicU32::new(0);
+    let start = std::sync::Barrier::new(threads);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (lock, data, writes, start) = (&lock, &data, &writes, &start);
+            s.spawn(move || {
+                start.wait();
+                for k in 0..1000 {
+                    if (t + k) % 10 == 0 {
+                        assert!(lock.try_write_for(Duration::from_secs(30)).is_some());
+                        // SAFETY: the write lock is held.
+                        unsafe {
+                            let d = &mut *data.0.get();
+                            d[0] += 1;
+                            std::hint::spin_loop();
+                            d[1] += 1;
+                            lock.unlock_write();
+                        }
+                        writes.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        assert!(lock.try_read_for(Duration::from_secs(30)).is_some());
+                        // SAFETY: a read lock is held: no writer changes the pair.
+                        unsafe {
+                            let d = *data.0.get();
+                            std::thread::yield_now(); // more readers at once than slots
+                            assert_eq!(d, *data.0.get(), "the pair changed under a read lock");
+                            assert_eq!(d[0], d[1], "a reader saw a half-done write");
+                            lock.unlock_read();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let w = u64::from(writes.load(Ordering::Relaxed));
+    // SAFETY: every thread has finished.
+    assert_eq!(unsafe { *data.0.get() }, [w, w]);
+    assert_eq!(lock.readers(), 0);
+    assert_eq!(lock.exclusive_holder(), None);
+}
