@@ -1,8 +1,9 @@
 //! The tour: every section of the module outline (sections 1 to 17, then
-//! the pipes and queues of its `+` row), in order, each under a heading, and
-//! to close it what connects programs that share no parent: listeners and
-//! clients by address, and passing handles to pool workers. This is the
-//! README's "see it work" command.
+//! the pipes and queues of its `+` row), in order, each under a heading, with
+//! readers and writers on an `RwLock` (which Python lacks) after the Lock
+//! section, and to close it what connects programs that share no parent:
+//! listeners and clients by address, and passing handles to pool workers.
+//! This is the README's "see it work" command.
 //!
 //! Run: `cargo run --release --example outline`
 //!
@@ -40,8 +41,8 @@
 //! ```
 //!
 //! Each section runs in a process of its own: this binary started again with
-//! `--section KEY` (the section's number, or `pipe`, `queue`, `listener` or
-//! `handles` for the last four), which calls that section's `main`. A section so behaves exactly as
+//! `--section KEY` (the section's number, or `rwlock`, `pipe`, `queue`,
+//! `listener` or `handles` for the sections beyond Python's), which calls that section's `main`. A section so behaves exactly as
 //! its standalone example, which it could not if they all shared one
 //! process: default names count every `Process` a process constructs
 //! (`Process-3`, `Worker-1`, `Process-1` in sections 4, 9 and 10, and the
@@ -97,6 +98,8 @@ mod process_subclass;
 mod process_terminate;
 #[path = "queue.rs"]
 mod queue;
+#[path = "rwlock.rs"]
+mod rwlock;
 #[path = "semaphore.rs"]
 mod semaphore;
 
@@ -109,7 +112,7 @@ type Section = fn() -> Result<(), Box<dyn Error>>;
 
 /// The sections, in the outline's order: the key `--section` takes, the
 /// heading, and the entry point.
-const SECTIONS: [(&str, &str, Section); 21] = [
+const SECTIONS: [(&str, &str, Section); 22] = [
     ("1", "1. Process objects", process_simple::main),
     ("2", "2. Passing arguments", process_args::main),
     ("3", "3. Importable target functions", process_spawn::main),
@@ -122,6 +125,7 @@ const SECTIONS: [(&str, &str, Section); 21] = [
     ("10", "10. Subclassing Process", process_subclass::main),
     ("11", "11. Signaling with Event", event::main),
     ("12", "12. Controlling access with Lock", lock::main),
+    ("rwlock", "+ Readers and writers with RwLock", rwlock::main),
     ("13", "13. Synchronizing with Condition", condition::main),
     ("14", "14. Concurrent access with Semaphore", semaphore::main),
     ("15", "15. Pool.map", pool::main),

@@ -38,6 +38,7 @@ pub const POINTS: &[&[&str]] = &[
     crate::raw::CRASH_POINTS[2],
     crate::raw::CRASH_POINTS[3],
     crate::raw::CRASH_POINTS[4],
+    crate::raw::CRASH_POINTS[5],
     crate::data::QUEUE_CRASH_POINTS,
     crate::data::DICT_CRASH_POINTS,
     crate::data::pool::CRASH_POINTS,

@@ -8,7 +8,8 @@
 //!
 //! - **Locks**: [`Lock`], [`RLock`] and [`Mutex<T>`](Mutex) are robust,
 //!   process-shared pthread mutexes: a holder that is killed leaves the lock
-//!   poisoned, never stuck.
+//!   poisoned, never stuck. [`RwLock<T>`](RwLock) shares the lock among
+//!   readers and survives a killed reader or writer alike.
 //! - **Waiting**: [`Event`], [`Condition`], [`Semaphore`],
 //!   [`BoundedSemaphore`] and [`Barrier`] are shared futex words, so a waiter
 //!   killed mid-wait costs the others nothing and no notify ever blocks.
@@ -80,7 +81,8 @@ pub use error::{Error, Result};
 pub use inspect::{gc, inspect};
 pub use named::{
     unlink, Barrier, BoundedSemaphore, Builder, Condition, ConditionGuard, Event, Lock, LockGuard, Mutex, MutexGuard,
-    NamedObject, Permit, RLock, RLockGuard, Semaphore, WaitTimeoutResult,
+    NamedObject, Permit, RLock, RLockGuard, RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard,
+    Semaphore, WaitTimeoutResult,
 };
 pub use process::{current, log_to_stderr, Process, Run};
 pub use raw::BarrierWaitResult;

@@ -64,3 +64,59 @@ fn gc_from_code_collects_the_new_objects_of_a_killed_creator() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn inspect_reads_an_rwlocks_readers_writer_and_dead_writer() {
+    let _s = serial();
+    let names = Names::new("inspect-rwlock");
+    let name = names.get("rw");
+    let lock = shmsync::RwLock::<[u64; 3]>::create(&name, [0; 3]).unwrap();
+    let look = || {
+        let info = shmsync::inspect(&name).unwrap();
+        assert_eq!((info.status, info.kind), (Status::Ok, Some("RwLock")));
+        (info.state, info.detail.unwrap())
+    };
+    match look() {
+        (
+            "free",
+            Detail::RwLock {
+                readers: 0,
+                holder_tid: None,
+                writing: false,
+                poisoned: false,
+                value_size: 64,
+                value_align: 64,
+                ..
+            },
+        ) => {}
+        other => panic!("{other:?}"),
+    }
+    {
+        let _a = lock.read().unwrap();
+        let _b = lock.read().unwrap();
+        assert!(matches!(look(), ("read-locked", Detail::RwLock { readers: 2, holder_tid: None, .. })));
+    }
+    {
+        let _w = lock.write().unwrap();
+        match look() {
+            ("write-locked", Detail::RwLock { holder_pid: Some(pid), holder_alive: Some(true), writing: true, .. }) => {
+                assert_eq!(pid, std::process::id())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A child that dies holding the write lock: the holder is dead, and the
+    // inspector says so without recovering anything.
+    fork(|| {
+        std::mem::forget(lock.write().unwrap());
+        0
+    })
+    .expect_success();
+    match look() {
+        ("owner-dead", Detail::RwLock { holder_alive: Some(false), holder_pid: None, writing: true, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(lock.write().is_err(), "the next writer recovers the lock, poisoned");
+    assert!(matches!(look(), ("poisoned", Detail::RwLock { poisoned: true, .. })));
+    shmsync::unlink(&name).unwrap();
+}

@@ -1,4 +1,4 @@
-//! The mechanisms of `benches/connection.rs` and the study's section 7,
+//! The mechanisms of `benches/connection.rs` and the study's `connections` section,
 //! for [`super::messages::stream`]: a `Listener`/`Client` connection (Unix
 //! or TCP), and a plain `TcpStream` pair carrying `Connection`'s frames.
 

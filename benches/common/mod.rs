@@ -13,6 +13,7 @@
 pub mod connections;
 pub mod handoff;
 pub mod messages;
+pub mod rwlock;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::io::AsRawFd;

@@ -64,6 +64,7 @@ mod primitives;
 mod python;
 mod report;
 mod roundtrip;
+mod rwlock;
 mod sections;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

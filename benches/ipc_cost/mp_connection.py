@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Python's multiprocessing.connection, measured for the ipc_cost study
-(section 7): messages per second from a Client to a Listener.
+(the `connections` section): messages per second from a Client to a Listener.
 
 Usage: python3 mp_connection.py FAMILY SIZE [quick]
 

@@ -13,13 +13,14 @@
 //! sections at once.
 
 use crate::model::Section;
-use crate::{connections, messages, pool, primitives, roundtrip};
+use crate::{connections, messages, pool, primitives, roundtrip, rwlock};
 
 /// Every section, in order; the report numbers them so.
 pub static ALL: &[&Section] = &[
     &primitives::uncontended::SECTION,
     &primitives::handoff::SECTION,
     &primitives::contended::SECTION,
+    &rwlock::SECTION,
     &messages::SECTION,
     &roundtrip::SECTION,
     &pool::SECTION,

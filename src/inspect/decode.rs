@@ -15,6 +15,7 @@
 //! | Event | `set`, `clear` |
 //! | Semaphore, BoundedSemaphore | `available` (value > 0), `exhausted` |
 //! | Barrier | `broken`, `waiting` (parties wait), `idle` |
+//! | RwLock | `poisoned`, `owner-dead` (the writer or upgradable reader died), `write-locked`, `upgradable`, `read-locked`, `free` |
 //! | Queue, JoinableQueue, Dict, Namespace | `empty`, `nonempty` |
 
 use std::mem::{align_of, size_of};
@@ -70,11 +71,36 @@ pub(crate) fn decode(
             lock_state(lock(l.owner_tid(), l.depth(), l.is_poisoned(), l.owner_died(), live), Detail::Lock)
         }
         Kind::Mutex => {
-            let cell = at.mutex()?;
+            let cell = at.cell::<crate::Mutex<()>>("Mutex")?;
             let l = cell.raw_lock();
             let (value_size, value_align) = (object_size - size_of::<crate::raw::RawLock>() as u32, object_align);
             let lock = lock(l.owner_tid(), l.depth(), l.is_poisoned(), l.owner_died(), live);
             lock_state(lock, |lock| Detail::Mutex { lock, value_size, value_align })
+        }
+        Kind::RwLock => {
+            let l = at.cell::<crate::RwLock<()>>("RwLock")?.raw_lock();
+            let holder = l.exclusive_holder();
+            let holder_alive = holder.map(|tid| live.is_alive(tid, 0));
+            let (readers, writing, poisoned) = (l.readers(), l.is_write_locked(), l.is_poisoned());
+            let state = match (poisoned, holder_alive, writing) {
+                (true, ..) => "poisoned",
+                (_, Some(false), _) => "owner-dead",
+                (_, Some(true), true) => "write-locked",
+                (_, Some(true), false) => "upgradable",
+                _ if readers > 0 => "read-locked",
+                _ => "free",
+            };
+            let detail = Detail::RwLock {
+                readers,
+                holder_tid: holder,
+                holder_pid: holder.filter(|_| holder_alive == Some(true)).and_then(procs::process_of),
+                holder_alive,
+                writing,
+                poisoned,
+                value_size: object_size - size_of::<crate::raw::RawRwLock>() as u32,
+                value_align: object_align,
+            };
+            Decoded { detail, state }
         }
         Kind::Condition => {
             let c = at.get::<crate::Condition>(kind)?;
@@ -193,19 +219,20 @@ impl<'a> Object<'a> {
         self.checked::<L>()
     }
 
-    /// A `Mutex<T>` cell of unknown `T`: a lock, then at least nothing, in a
+    /// A lock-then-value cell (`Mutex<T>`, `RwLock<T>`) of unknown `T`,
+    /// read as `L`, its `T = ()` form: the lock, then at least nothing, in a
     /// cell aligned to at least the lock's alignment.
-    fn mutex(&self) -> Result<&'a <crate::Mutex<()> as Layout>::Object, Problem> {
-        let lock = size_of::<<crate::Mutex<()> as Layout>::Object>();
+    fn cell<L: Layout>(&self, what: &str) -> Result<&'a L::Object, Problem> {
+        let lock = size_of::<L::Object>();
         let align = self.align as usize;
-        let aligned = align.is_power_of_two() && (8..=OBJECT_OFFSET).contains(&align);
+        let aligned = align.is_power_of_two() && (align_of::<L::Object>()..=OBJECT_OFFSET).contains(&align);
         if (self.size as usize) < lock || !aligned || self.size as usize % align != 0 {
             return Err(Problem::corrupt(format!(
-                "its Mutex cell is {} bytes aligned to {}: not a lock followed by a value",
+                "its {what} cell is {} bytes aligned to {}: not a lock followed by a value",
                 self.size, self.align
             )));
         }
-        self.checked::<crate::Mutex<()>>()
+        self.checked::<L>()
     }
 
     fn checked<L: Layout>(&self) -> Result<&'a L::Object, Problem> {

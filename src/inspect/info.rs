@@ -143,6 +143,27 @@ pub enum Detail {
         /// The cell's alignment: T's, or 8 if T's is smaller.
         value_align: u32,
     },
+    /// `RwLock<T>`.
+    RwLock {
+        /// Read locks held now (counting those of dead readers not yet
+        /// reclaimed).
+        readers: u32,
+        /// The thread holding the exclusive side (a writer, or an
+        /// upgradable reader), if any.
+        holder_tid: Option<u32>,
+        /// Its process, when it is alive.
+        holder_pid: Option<u32>,
+        /// Whether that thread is alive (null when nobody holds it).
+        holder_alive: Option<bool>,
+        /// A writer holds the lock or waits for its readers to leave.
+        writing: bool,
+        /// Whether the lock is poisoned.
+        poisoned: bool,
+        /// Bytes after the lock: T's size, rounded up to the alignment below.
+        value_size: u32,
+        /// The cell's alignment: T's, or the lock's (64) if T's is smaller.
+        value_align: u32,
+    },
     /// Condition.
     Condition {
         /// Its lock.

@@ -84,6 +84,7 @@
 //! |------|-----------------|---------|
 //! | Lock, RLock | `owner_tid`, `owner_pid`, `owner_alive` (null when free), `depth`, `poisoned`, `owner_died`, `poisoned_on_next_lock` | `free`, `held`, `poisoned`, `owner-dead` |
 //! | Mutex | `lock` (as above), `value_size`, `value_align` | as Lock |
+//! | RwLock | `readers`, `holder_tid`, `holder_pid`, `holder_alive` (null when nobody holds the exclusive side), `writing`, `poisoned`, `value_size`, `value_align` | `poisoned`, `owner-dead`, `write-locked`, `upgradable`, `read-locked`, `free` |
 //! | Condition | `lock`, `waiters` | `owner-dead`, `poisoned`, `waiting`, `held`, `idle` |
 //! | Event | `set` | `set`, `clear` |
 //! | Semaphore, BoundedSemaphore | `value`, `max`, `bounded` | `available`, `exhausted` |

@@ -11,6 +11,7 @@ mod event;
 mod guard;
 mod lock;
 mod mutex;
+mod rwlock;
 mod semaphore;
 
 use std::marker::PhantomData;
@@ -22,13 +23,15 @@ pub use event::Event;
 pub use guard::LockGuard;
 pub use lock::{Lock, RLock, RLockGuard};
 pub use mutex::{Mutex, MutexGuard};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard};
 pub use semaphore::{BoundedSemaphore, Permit, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::segment::{self, Layout, Options};
 
 /// A named object type: [`Lock`], [`RLock`], [`Event`], [`Condition`],
-/// [`Semaphore`], [`BoundedSemaphore`] or [`Barrier`]. Sealed: implemented only inside shmsync.
+/// [`Semaphore`], [`BoundedSemaphore`], [`Barrier`], [`RwLock`] and the
+/// typed data objects. Sealed: implemented only inside shmsync.
 pub trait NamedObject: Layout + Sized + private::FromSegment {}
 
 mod private {

@@ -23,6 +23,7 @@ mod barrier;
 mod condition;
 mod event;
 mod lock;
+mod rwlock;
 mod semaphore;
 mod sleep;
 mod spin;
@@ -35,11 +36,18 @@ pub use condition::{RawCondition, SLOTS as CONDITION_SLOTS};
 pub use event::RawEvent;
 pub(crate) use lock::Robust;
 pub use lock::{Locked, RawLock, RawRLock};
+pub use rwlock::{RawRwLock, READER_SLOTS as RWLOCK_READER_SLOTS};
 pub use semaphore::{AtMaximum, RawSemaphore, MAX_VALUE};
 #[cfg(feature = "failpoints")]
 pub(crate) use sleep::set_recheck_for_tests;
 pub use sleep::RECHECK;
 
 /// The crash points of the raw primitives (see [`crate::crash`]).
-pub(crate) const CRASH_POINTS: &[&[&str]] =
-    &[lock::CRASH_POINTS, event::CRASH_POINTS, semaphore::CRASH_POINTS, condition::CRASH_POINTS, barrier::CRASH_POINTS];
+pub(crate) const CRASH_POINTS: &[&[&str]] = &[
+    lock::CRASH_POINTS,
+    event::CRASH_POINTS,
+    semaphore::CRASH_POINTS,
+    condition::CRASH_POINTS,
+    barrier::CRASH_POINTS,
+    rwlock::CRASH_POINTS,
+];

@@ -62,9 +62,13 @@ pub(crate) enum Spin {
     Ring,
     /// Waiting on several objects at once (`wait_any`, `wait_all`).
     Many,
+    /// Waiting on a reader-writer lock: for its writer to leave, or for its
+    /// readers to drain.
+    RwLock,
 }
 
-const KINDS: usize = 7;
+/// How many kinds there are (the last one's index, plus one).
+const KINDS: usize = Spin::RwLock as usize + 1;
 
 thread_local! {
     /// This thread's spin budget for each kind of wait, in pauses.

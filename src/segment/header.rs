@@ -77,10 +77,12 @@ pub enum Kind {
     Dict = 11,
     /// `Namespace`.
     Namespace = 12,
+    /// `RwLock<T>`.
+    RwLock = 13,
 }
 
 impl Kind {
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 13] = [
         Kind::Lock,
         Kind::RLock,
         Kind::Event,
@@ -93,6 +95,7 @@ impl Kind {
         Kind::JoinableQueue,
         Kind::Dict,
         Kind::Namespace,
+        Kind::RwLock,
     ];
 
     /// The kind with this number, if any.
@@ -115,13 +118,16 @@ impl Kind {
             Kind::JoinableQueue => "JoinableQueue",
             Kind::Dict => "Dict",
             Kind::Namespace => "Namespace",
+            Kind::RwLock => "RwLock",
         }
     }
 
     /// Whether the kind's raw object starts with a robust lock (a
-    /// `pthread_mutex_t` at the object's first byte).
+    /// `pthread_mutex_t` at the object's first byte). An `RwLock` has no
+    /// pthread mutex at all: nothing of it is on glibc's robust list, so a
+    /// forgotten guard needs no pinned mapping.
     pub fn starts_with_lock(self) -> bool {
-        !matches!(self, Kind::Event | Kind::Semaphore | Kind::BoundedSemaphore)
+        !matches!(self, Kind::Event | Kind::Semaphore | Kind::BoundedSemaphore | Kind::RwLock)
     }
 
     /// The name with an article, for messages.
@@ -226,6 +232,8 @@ mod tests {
         assert_eq!(Kind::Event.described(), "an Event");
         assert_eq!(Kind::Lock.described(), "a Lock");
         assert_eq!(Kind::RLock.described(), "an RLock");
+        assert_eq!(Kind::RwLock.described(), "an RwLock");
+        assert!(!Kind::RwLock.starts_with_lock());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`proc`]: process facts (pid, tid, liveness, CPU affinity).
 //! - [`socket`]: stream sockets for `Connection` (frames, `SCM_RIGHTS`).
 //! - `net` (the `connection` feature): listening and connecting by address.
+//! - [`thread`]: the calling thread's identity, cached without a syscall.
 //! - [`child`]: fork, `_exit`, the parent-death signal, `atexit`, waiting
 //!   on a child with a deadline.
 
@@ -24,6 +25,7 @@ pub(crate) mod proc;
 pub(crate) mod pthread;
 pub(crate) mod shm;
 pub(crate) mod socket;
+pub(crate) mod thread;
 pub(crate) mod time;
 
 /// Reports a return code that the platform documents as impossible for the way

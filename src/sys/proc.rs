@@ -7,30 +7,15 @@
 //! machine. All processes that share a segment must share one pid namespace
 //! (tids in the robust mutex words are in the owner's namespace).
 
-use std::cell::Cell;
-
 /// This process's id.
 pub fn pid() -> u32 {
     std::process::id()
 }
 
-/// The calling thread's kernel id, the value a robust mutex records as owner.
+/// The calling thread's kernel id, the value a robust mutex records as owner
+/// (cached per thread without a syscall: see [`super::thread`]).
 pub fn tid() -> u32 {
-    thread_local! {
-        // A fork child's thread gets a new tid, so the cache must not survive
-        // a fork: it is keyed by the pid it was read in.
-        static TID: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
-    }
-    let me = pid();
-    TID.with(|cell| {
-        let (cached_pid, tid) = cell.get();
-        if cached_pid == me && tid != 0 {
-            return tid;
-        }
-        let tid = u32::try_from(nix::unistd::gettid().as_raw()).unwrap_or(0);
-        cell.set((me, tid));
-        tid
-    })
+    super::thread::this_thread().id
 }
 
 /// A thread or process as the kernel knows it now: its id and start time.
@@ -43,23 +28,10 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The calling thread (read from /proc once per thread, then cached).
+    /// The calling thread (read from /proc once per thread, then cached;
+    /// see [`super::thread`]).
     pub fn this_thread() -> Identity {
-        thread_local! {
-            static ME: Cell<Option<(u32, Identity)>> = const { Cell::new(None) };
-        }
-        let me = pid();
-        ME.with(|cell| {
-            if let Some((cached_pid, ident)) = cell.get() {
-                if cached_pid == me {
-                    return ident;
-                }
-            }
-            let id = tid();
-            let ident = Identity { id, start: start_time(id).unwrap_or(0) };
-            cell.set(Some((me, ident)));
-            ident
-        })
+        super::thread::this_thread()
     }
 
     /// This process (its main thread's identity).

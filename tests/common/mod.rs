@@ -367,3 +367,11 @@ pub const OBJECT_OFFSET: u64 = 128;
 pub fn crash_points() -> Vec<&'static str> {
     shmsync::__private::CRASH_POINTS.iter().flat_map(|group| group.iter().copied()).collect()
 }
+
+/// Whether process `pid` is stopped (by SIGSTOP).
+pub fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| t.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+        .unwrap_or(false)
+}

@@ -155,6 +155,28 @@ fn detail_lines(lines: &mut Vec<(&'static str, String)>, detail: &Detail) {
             lines.push(("value", format!("{value_size} bytes, aligned to {value_align} (T rounded up to the cell)")));
             lock_lines(lines, lock);
         }
+        Detail::RwLock {
+            readers,
+            holder_tid,
+            holder_pid,
+            holder_alive,
+            writing,
+            poisoned,
+            value_size,
+            value_align,
+        } => {
+            lines.push(("value", format!("{value_size} bytes, aligned to {value_align} (T rounded up to the cell)")));
+            lines.push(("readers", readers.to_string()));
+            let holder = match (holder_tid, holder_pid, holder_alive) {
+                (None, ..) => "none".to_string(),
+                (Some(tid), Some(pid), _) => format!("tid {tid} of pid {pid}, alive"),
+                (Some(tid), None, Some(false)) => format!("tid {tid}, dead (gone without unlocking)"),
+                (Some(tid), None, _) => format!("tid {tid}"),
+            };
+            lines.push(("exclusive", holder));
+            lines.push(("writing", yes(*writing).to_string()));
+            lines.push(("poisoned", yes(*poisoned).to_string()));
+        }
         Detail::Condition { lock, waiters } => {
             lines.push(("waiters", waiters.to_string()));
             lock_lines(lines, lock);
