@@ -21,6 +21,11 @@
 //!   [`Namespace`] (see [`data`]).
 //! - **Embeddable**: [`raw`] holds the `#[repr(C)]` primitives for your own
 //!   shared structs.
+//! - **Across hosts** (the `etcd` feature): `etcd::Lock` and
+//!   `etcd::Semaphore` on etcd leases, with poison, fencing tokens and
+//!   lease-loss checks; [`LockLike`] and [`SemaphoreLike`] are implemented
+//!   by the local and the etcd types alike, so one program runs on one host
+//!   or many by configuration.
 //!
 //! ```no_run
 //! use shmsync::Lock;
@@ -55,11 +60,14 @@ compile_error!("shmsync supports Linux only: it needs robust futex lists, shared
 mod crash;
 pub mod data;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod named;
 pub mod process;
 pub mod raw;
 mod segment;
 mod sys;
+mod traits;
 
 pub use data::{
     pipe, pipe_oneway, Connection, Dict, JoinableQueue, Namespace, Pool, PoolBuilder, Queue, Receiver, Sender,
@@ -71,6 +79,7 @@ pub use named::{
 };
 pub use process::{current, log_to_stderr, Process, Run};
 pub use raw::BarrierWaitResult;
+pub use traits::{Held, LockLike, SemaphoreLike};
 
 /// Support for this crate's own tests and tools; not a stable API.
 #[doc(hidden)]
