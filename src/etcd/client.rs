@@ -77,7 +77,8 @@ pub(crate) struct Client {
 /// Turns `host:port` or `http://host:port[/]` into `http://host:port`.
 fn endpoint_url(endpoint: &str) -> Result<String> {
     let e = endpoint.trim().trim_end_matches('/');
-    let invalid = |detail: &str| Error::InvalidArgument { name: format!("etcd endpoint {endpoint:?}"), detail: detail.into() };
+    let invalid =
+        |detail: &str| Error::InvalidArgument { name: format!("etcd endpoint {endpoint:?}"), detail: detail.into() };
     if e.starts_with("https://") {
         return Err(invalid("TLS is not supported by this client; reach etcd over http:// (e.g. on a private network or through a local TLS proxy)"));
     }
@@ -118,6 +119,11 @@ impl Client {
         self.endpoints.join(", ")
     }
 
+    /// How long one call may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The deadline of a call that starts now.
     pub fn deadline(&self) -> Instant {
         Instant::now() + self.request_timeout
@@ -147,7 +153,8 @@ impl Client {
                 Err(refusal(endpoint, status, &text))
             }
         })?;
-        serde_json::from_str(&text).map_err(|e| CallError::Invalid(format!("etcd's answer does not parse ({e}): {}", clip(&text))))
+        serde_json::from_str(&text)
+            .map_err(|e| CallError::Invalid(format!("etcd's answer does not parse ({e}): {}", clip(&text))))
     }
 
     /// Opens the streaming call `path` (watch, keepalive) and hands each

@@ -9,18 +9,27 @@
 //! | `held`   | none           | someone holds it, or a holder lost its lease     | attempt id   |
 //! | `poison` | none           | poisoned, until `clear_poison`                   | why          |
 //!
-//! Acquire is one transaction: *if `owner` does not exist*, then (1) if
-//! `held` exists, put `poison` (a nested transaction: the last holder
-//! vanished without releasing), (2) read `poison`, (3) put `owner` with our
-//! lease and (4) put `held`; else read `owner` and `poison`. The revision of
-//! that transaction is the fencing token: every write makes a new revision,
+//! Acquire is one transaction: *if `owner` does not exist*, then read
+//! the object's keys (`held`, `poison`: keys only), put `owner` with our
+//! lease and put `held`; else read them all (`owner` with its value). If
+//! the success branch found `held`, the last holder vanished without
+//! releasing: the lock is poisoned, and a second call puts `poison` (the
+//! rare path; should this process die before it, its own `held` marker is
+//! left behind just the same, so the poison is not lost). The revision of
+//! the transaction is the fencing token: every write makes a new revision,
 //! so each holder's token is larger than every earlier holder's.
 //!
-//! Release is one transaction: *if `held` and `owner` are still this
-//! holder's* (their revisions equal the token), delete both (and put
-//! `poison` if the holder is panicking). When the holder's lease expires
-//! first, etcd deletes `owner` but not `held`, and the next acquirer finds
-//! the lock poisoned, as a SIGKILLed holder leaves a local [`crate::Lock`].
+//! Release is one transaction: *if `owner` is still ours* (its create
+//! revision is the token), delete `held` and `owner` (one range delete:
+//! they sort next to each other, before `poison`), and put `poison` if the
+//! holder is panicking. No other process writes `held` while `owner` is
+//! ours. When the holder's lease expires first, etcd deletes `owner` but
+//! not `held`, and the next acquirer finds the lock poisoned, as a
+//! SIGKILLed holder leaves a local [`crate::Lock`].
+//!
+//! Round trips: lock 1, unlock 1 (a put costs 1); the transactions are
+//! kept small because the gateway's JSON handling, not the network,
+//! dominates a call's cost on a LAN.
 //!
 //! A waiter watches `owner` for a delete after the revision its attempt saw
 //! (see `wait.rs`), then tries again: no queue, no key of its own, so a
@@ -78,6 +87,8 @@ const PANICKED: &[u8] = b"a holder panicked while holding the lock";
 pub struct Lock {
     session: Session,
     name: String,
+    /// `<prefix>lock/<name>/`
+    base: Vec<u8>,
     owner: Vec<u8>,
     held: Vec<u8>,
     poison: Vec<u8>,
@@ -98,7 +109,8 @@ impl Lock {
         let name = crate::segment::name::validate(name)?.to_string();
         let base = session.core().object_prefix("lock", &name);
         let key = |k: &str| [base.as_slice(), k.as_bytes()].concat();
-        Ok(Lock { session: session.clone(), owner: key("owner"), held: key("held"), poison: key("poison"), name })
+        let (owner, held, poison) = (key("owner"), key("held"), key("poison"));
+        Ok(Lock { session: session.clone(), base, owner, held, poison, name })
     }
 
     /// The lock's name.
@@ -198,34 +210,48 @@ impl Lock {
         let core = self.core();
         core.ensure_alive()?;
         let op = self.op("lock");
-        let mark_poison = wire::txn(
-            vec![compare(&self.held, "GREATER", Cmp::Version(0))],
-            &[Op::Put(wire::put(&self.poison, VANISHED, 0))],
-            &[],
-        );
+        let keys = Op::Range(wire::range_keys(&self.base));
         let t = wire::txn(
             vec![compare(&self.owner, "EQUAL", Cmp::Create(0))],
-            &[
-                Op::Txn(mark_poison),
-                Op::Range(wire::count(&self.poison)),
-                Op::Put(wire::put(&self.owner, id, core.lease)),
-                Op::Put(wire::put(&self.held, id, 0)),
-            ],
-            &[Op::Range(wire::range(&self.owner)), Op::Range(wire::count(&self.poison))],
+            &[keys, Op::Put(wire::put(&self.owner, id, core.lease)), Op::Put(wire::put(&self.held, id, 0))],
+            &[Op::Range(wire::range_prefix(&self.base, 0))],
         );
         let r = core.txn(&t, &op)?;
+        let found = r.range(0, &op)?;
+        let has = |key: &[u8]| found.kvs.iter().any(|kv| kv.key == key);
         if r.succeeded {
-            let poisoned = r.range(1, &op)?.count > 0;
-            return Ok(Attempt::Acquired { token: positive(r.header.revision, &op)?, poisoned });
-        }
-        let poisoned = r.range(1, &op)?.count > 0;
-        match r.range(0, &op)?.kvs.first() {
-            // Our own earlier try, whose answer was lost, won.
-            Some(kv) if kv.value == id => {
-                Ok(Attempt::Acquired { token: positive(kv.create_revision, &op)?, poisoned })
+            let token = positive(r.header.revision, &op)?;
+            let vanished = has(&self.held);
+            if vanished {
+                // Persist what we found, or leave the evidence for the next.
+                let put = wire::txn(vec![], &[Op::Put(wire::put(&self.poison, VANISHED, 0))], &[]);
+                if let Err(e) = core.txn(&put, &op) {
+                    self.give_up_keeping_poison(token);
+                    return Err(e);
+                }
             }
+            return Ok(Attempt::Acquired { token, poisoned: vanished || has(&self.poison) });
+        }
+        let poisoned = has(&self.poison);
+        match found.kvs.iter().find(|kv| kv.key == self.owner) {
+            // Our own earlier try, whose answer was lost, won. (Had that
+            // try found the lock poisoned, only its lost answer said so:
+            // the one case where a poisoning goes unreported.)
+            Some(kv) if kv.value == id => Ok(Attempt::Acquired { token: positive(kv.create_revision, &op)?, poisoned }),
             _ => Ok(Attempt::Busy { revision: r.header.revision }),
         }
+    }
+
+    /// After failing to record poison: gives the lock up but leaves `held`
+    /// behind, so the next acquirer still finds it poisoned.
+    fn give_up_keeping_poison(&self, token: i64) {
+        let t = wire::txn(
+            vec![compare(&self.owner, "EQUAL", Cmp::Create(token))],
+            &[Op::Delete(wire::delete(&self.owner))],
+            &[],
+        );
+        let deadline = Instant::now() + super::ABANDON_TIMEOUT;
+        let _ = self.core().txn_until(&t, deadline, &self.op("abandon"));
     }
 
     /// After a failed call: removes `owner` if an attempt with `id`
@@ -236,7 +262,8 @@ impl Lock {
             &[Op::Delete(wire::delete(&self.owner)), Op::Delete(wire::delete(&self.held))],
             &[],
         );
-        if let Err(e) = self.core().txn(&t, &self.op("abandon")) {
+        let deadline = Instant::now() + super::ABANDON_TIMEOUT;
+        if let Err(e) = self.core().txn_until(&t, deadline, &self.op("abandon")) {
             log::debug!("shmsync: could not clean up an unanswered attempt on etcd lock '{}': {e}", self.name);
         }
     }
@@ -244,15 +271,12 @@ impl Lock {
     /// The release transaction (see the module docs). `Err(LeaseLost)` if
     /// the lock was no longer this holder's.
     fn release(&self, token: i64, poison: bool) -> Result<()> {
-        let mut ops = vec![Op::Delete(wire::delete(&self.owner)), Op::Delete(wire::delete(&self.held))];
+        // [held, "p"): `held` and `owner`, not `poison`.
+        let mut ops = vec![Op::Delete(wire::delete_range(&self.held, &[self.base.as_slice(), b"p"].concat()))];
         if poison {
             ops.push(Op::Put(wire::put(&self.poison, PANICKED, 0)));
         }
-        let t = wire::txn(
-            vec![compare(&self.held, "EQUAL", Cmp::Mod(token)), compare(&self.owner, "EQUAL", Cmp::Create(token))],
-            &ops,
-            &[],
-        );
+        let t = wire::txn(vec![compare(&self.owner, "EQUAL", Cmp::Create(token))], &ops, &[]);
         if self.core().txn(&t, &self.op("unlock"))?.succeeded {
             Ok(())
         } else {

@@ -80,6 +80,10 @@ pub use session::{Session, SessionBuilder};
 use crate::error::Result;
 use wire::Op;
 
+/// How long the clean-up after an unanswered acquisition may take: short,
+/// since etcd just failed to answer, and the lease ends it anyway.
+const ABANDON_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Removes every key of the etcd objects called `name` (its lock and its
 /// semaphore) under `session`'s prefix: a lock's poison flag, a
 /// semaphore's permit count. Like [`crate::unlink`], use it only when
@@ -87,10 +91,8 @@ use wire::Op;
 pub fn unlink(session: &Session, name: &str) -> Result<()> {
     let name = crate::segment::name::validate(name)?;
     let core = session.core();
-    let ops: Vec<Op> = ["lock", "sem"]
-        .iter()
-        .map(|kind| Op::Delete(wire::delete_prefix(&core.object_prefix(kind, name))))
-        .collect();
+    let ops: Vec<Op> =
+        ["lock", "sem"].iter().map(|kind| Op::Delete(wire::delete_prefix(&core.object_prefix(kind, name)))).collect();
     core.txn(&wire::txn(vec![], &ops, &[]), &format!("unlink of '{name}'")).map(drop)
 }
 

@@ -72,10 +72,17 @@ pub struct Semaphore {
 /// How one attempt went.
 #[derive(Clone, Copy)]
 enum Attempt {
-    Acquired { slot: u32, token: i64 },
+    Acquired {
+        slot: u32,
+        token: i64,
+    },
     /// Slot taken, but this one was free when we looked.
-    TryAgain { slot: u32 },
-    Full { revision: i64 },
+    TryAgain {
+        slot: u32,
+    },
+    Full {
+        revision: i64,
+    },
 }
 
 impl Semaphore {
@@ -246,11 +253,18 @@ impl Semaphore {
     /// after all (best effort).
     fn abandon(&self, id: &[u8]) {
         let t = wire::txn(vec![], &[Op::Range(wire::range_prefix(&self.slots, 0))], &[]);
-        let Ok(r) = self.core().txn(&t, &self.op("abandon")) else { return };
+        let deadline = Instant::now() + super::ABANDON_TIMEOUT;
+        let Ok(r) = self.core().txn_until(&t, deadline, &self.op("abandon")) else { return };
         let Ok(range) = r.range(0, "abandon") else { return };
         for kv in range.kvs.iter().filter(|kv| kv.value == id) {
             if let Some(slot) = kv.key.strip_prefix(self.slots.as_slice()).and_then(parse_slot) {
-                let _ = self.release(slot, kv.create_revision);
+                let key = self.slot_key(slot);
+                let t = wire::txn(
+                    vec![compare(&key, "EQUAL", Cmp::Create(kv.create_revision))],
+                    &[Op::Delete(wire::delete(&key))],
+                    &[],
+                );
+                let _ = self.core().txn_until(&t, deadline, &self.op("abandon"));
             }
         }
     }

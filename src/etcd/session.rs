@@ -109,7 +109,12 @@ impl Core {
     /// lease etcd no longer has fails the whole transaction with NOT_FOUND:
     /// that is [`Error::LeaseLost`], and the session is lost from then on.
     pub(crate) fn txn(&self, body: &Value, op: &str) -> Result<TxnResponse> {
-        self.client.call_until("/v3/kv/txn", body, self.client.deadline()).map_err(|e| match e {
+        self.txn_until(body, self.client.deadline(), op)
+    }
+
+    /// [`txn`](Self::txn) with its own deadline.
+    pub(crate) fn txn_until(&self, body: &Value, deadline: Instant, op: &str) -> Result<TxnResponse> {
+        self.client.call_until("/v3/kv/txn", body, deadline).map_err(|e| match e {
             CallError::Refused { code: wire::NOT_FOUND, .. } => {
                 self.mark_lost();
                 Error::LeaseLost { lease: self.lease }
@@ -170,7 +175,8 @@ impl Core {
         loop {
             {
                 let s = self.state();
-                let (s, _) = self.wake.wait_timeout_while(s, next, |s| !s.stop && !s.lost).unwrap_or_else(|e| e.into_inner());
+                let (s, _) =
+                    self.wake.wait_timeout_while(s, next, |s| !s.stop && !s.lost).unwrap_or_else(|e| e.into_inner());
                 if s.stop || s.lost {
                     return;
                 }
@@ -202,11 +208,11 @@ impl Drop for Owner {
         }
         self.core.state().stop = true;
         self.core.wake.notify_all();
-        if let Some(thread) = self.keeper.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = thread.join();
-        }
+        // Not joined: the thread may be inside a renewal that takes up to
+        // the request timeout; told to stop, it ends after that on its own.
+        drop(self.keeper.get_mut().unwrap_or_else(|e| e.into_inner()).take());
         // Best effort: an unrevoked lease still ends at its TTL.
-        let until = Instant::now() + REVOKE_TIMEOUT.min(self.core.ttl);
+        let until = Instant::now() + REVOKE_TIMEOUT.min(self.core.ttl).min(self.core.client.request_timeout());
         let body = json!({ "ID": self.core.lease.to_string() });
         if let Err(e) = self.core.client.call_until::<serde_json::Value>("/v3/lease/revoke", &body, until) {
             log::debug!("shmsync: could not revoke etcd lease {:x}: {e:?}", self.core.lease);
@@ -225,8 +231,9 @@ impl Drop for Owner {
 /// is [`Error::LeaseLost`].
 ///
 /// The handle is cheap to clone; locks and semaphores keep it alive. When
-/// the last one drops, the keepalive thread stops and the lease is revoked
-/// (at most 2 s), which releases anything still held through it. A Session
+/// the last one drops, the keepalive thread is told to stop and the lease
+/// is revoked (waiting at most 2 s), which releases anything still held
+/// through it. A Session
 /// belongs to the process that connected it: a forked child connects its
 /// own (it inherits no keepalive thread, and its drop leaves the parent's
 /// lease alone).

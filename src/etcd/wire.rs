@@ -206,6 +206,11 @@ pub(crate) fn range_prefix(prefix: &[u8], limit: i64) -> Value {
     })
 }
 
+/// The keys (no values) under `prefix`.
+pub(crate) fn range_keys(prefix: &[u8]) -> Value {
+    json!({ "key": b64(prefix), "range_end": b64(&prefix_end(prefix)), "keys_only": true })
+}
+
 /// Count `key` (0 or 1).
 pub(crate) fn count(key: &[u8]) -> Value {
     json!({ "key": b64(key), "count_only": true })
@@ -242,6 +247,11 @@ pub(crate) fn delete(key: &[u8]) -> Value {
     json!({ "key": b64(key) })
 }
 
+/// Delete the keys in `[key, end)`.
+pub(crate) fn delete_range(key: &[u8], end: &[u8]) -> Value {
+    json!({ "key": b64(key), "range_end": b64(end) })
+}
+
 /// Delete every key under `prefix`.
 pub(crate) fn delete_prefix(prefix: &[u8]) -> Value {
     json!({ "key": b64(prefix), "range_end": b64(&prefix_end(prefix)) })
@@ -252,7 +262,6 @@ pub(crate) enum Op {
     Range(Value),
     Put(Value),
     Delete(Value),
-    Txn(Value),
 }
 
 impl Op {
@@ -261,7 +270,6 @@ impl Op {
             Op::Range(v) => json!({ "request_range": v }),
             Op::Put(v) => json!({ "request_put": v }),
             Op::Delete(v) => json!({ "request_delete_range": v }),
-            Op::Txn(v) => json!({ "request_txn": v }),
         }
     }
 }
@@ -272,8 +280,6 @@ pub(crate) enum Cmp {
     Create(i64),
     /// The key's mod revision.
     Mod(i64),
-    /// The key's version (0: the key does not exist).
-    Version(i64),
     /// The key's value.
     Value(Vec<u8>),
 }
@@ -289,10 +295,6 @@ pub(crate) fn compare(key: &[u8], result: &str, cmp: Cmp) -> Value {
         Cmp::Mod(n) => {
             c["target"] = json!("MOD");
             c["mod_revision"] = json!(n.to_string());
-        }
-        Cmp::Version(n) => {
-            c["target"] = json!("VERSION");
-            c["version"] = json!(n.to_string());
         }
         Cmp::Value(v) => {
             c["target"] = json!("VALUE");
