@@ -12,7 +12,9 @@
 //! 5. `Pool::map` overhead per item (µs), against a plain loop;
 //! 6. Python's `multiprocessing` `Lock`, `Event` round trip and `Pipe`, run
 //!    by the `mp_bench.py` script beside this file, when `python3` is on
-//!    `PATH` (the report says so when it is not).
+//!    `PATH` (the report says so when it is not);
+//! 7. across hosts: the etcd Lock's lock + unlock against one etcd put,
+//!    with `--features etcd` and `etcd` on `PATH` (see `etcd.rs`).
 //!
 //! Run: `cargo bench --bench ipc_cost` (about 5 to 8 minutes). One section
 //! only: `cargo bench --bench ipc_cost -- handoff` (a filter matches a
@@ -44,6 +46,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod etcd;
 mod messages;
 mod model;
 mod plot;
@@ -85,6 +88,7 @@ pub fn slug(section: Section) -> &'static str {
         Section::Messages => "messages",
         Section::PoolOverhead => "pool",
         Section::Python => "python",
+        Section::Etcd => "etcd",
     }
 }
 
@@ -139,6 +143,7 @@ fn probes(section: Section) -> Result<(Probes, Vec<String>), String> {
                 Ok(()) => (python::probes(), vec![]),
                 Err(why) => (vec![], vec![format!("Python was not measured: {why}")]),
             },
+            Section::Etcd => etcd::probes(),
         }
     };
     catch_unwind(AssertUnwindSafe(make))

@@ -21,17 +21,20 @@ pub enum Section {
     PoolOverhead,
     /// 6. Python's multiprocessing, same measurements where they exist.
     Python,
+    /// 7. Across hosts: the etcd Lock against one etcd put (`etcd` feature).
+    Etcd,
 }
 
 impl Section {
     /// Every section, in order.
-    pub const ALL: [Section; 6] = [
+    pub const ALL: [Section; 7] = [
         Section::Uncontended,
         Section::Handoff,
         Section::Contended,
         Section::Messages,
         Section::PoolOverhead,
         Section::Python,
+        Section::Etcd,
     ];
 
     /// The heading in the report.
@@ -43,6 +46,7 @@ impl Section {
             Section::Messages => "4. Message rate between two processes",
             Section::PoolOverhead => "5. Pool.map overhead per item",
             Section::Python => "6. Python multiprocessing, for comparison",
+            Section::Etcd => "7. Across hosts: the etcd Lock",
         }
     }
 }
