@@ -2,8 +2,8 @@
 //! against the local Lock, in the same run.
 //!
 //! Run: `cargo bench --features etcd --bench etcd` (about 30 s). It starts
-//! a 1-member etcd on loopback (Debian's `etcd-server`, found on PATH or at
-//! /usr/bin/etcd) in a temporary directory and stops it at the end. Without
+//! a 1-member etcd on loopback (Debian's `etcd-server`, found on PATH) in a
+//! temporary directory and stops it at the end. Without
 //! `etcd`, or without the feature, it says so and measures nothing.
 //!
 //! Functions, all uncontended, one process:

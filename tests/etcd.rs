@@ -70,7 +70,7 @@ mod tests {
         if etcd_binary().is_none() {
             eprintln!();
             eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-            eprintln!("!! etcd tests: NOT RUN. `etcd` is not on PATH (nor /usr/bin/etcd).");
+            eprintln!("!! etcd tests: NOT RUN. `etcd` is not on PATH.");
             eprintln!("!! {} test(s) skipped. Install it: apt-get install etcd-server", chosen.len());
             eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
             eprintln!();

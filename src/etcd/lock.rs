@@ -38,9 +38,12 @@
 //! Retries: each acquisition has its own attempt id (`lease.pid@host.n`),
 //! written as `owner`'s value. If an attempt's answer is lost and the
 //! retry finds `owner` holding our own id, the first try won, at `owner`'s
-//! create revision. A call that finally fails may still commit later: the
-//! lock then removes an `owner` with its id (best effort); should even that
-//! lose the race, the lock stays held until the session ends.
+//! create revision; what that try found is lost with its answer, so the
+//! lock is reported (and recorded) poisoned, the safe side. A call that
+//! finally fails may still commit later: the lock then removes an `owner`
+//! with its id (best effort; `held` stays, so the next holder finds the
+//! lock poisoned, as after any holder that vanished); should even that
+//! lose the race, the lock stays held until the session's lease ends.
 
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::time::{Duration, Instant};
@@ -219,32 +222,30 @@ impl Lock {
         let r = core.txn(&t, &op)?;
         let found = r.range(0, &op)?;
         let has = |key: &[u8]| found.kvs.iter().any(|kv| kv.key == key);
-        if r.succeeded {
-            let token = positive(r.header.revision, &op)?;
-            let vanished = has(&self.held);
-            if vanished {
-                // Persist what we found, or leave the evidence for the next.
-                let put = wire::txn(vec![], &[Op::Put(wire::put(&self.poison, VANISHED, 0))], &[]);
-                if let Err(e) = core.txn(&put, &op) {
-                    self.give_up_keeping_poison(token);
-                    return Err(e);
-                }
+        let (token, vanished) = if r.succeeded {
+            (positive(r.header.revision, &op)?, has(&self.held))
+        } else {
+            match found.kvs.iter().find(|kv| kv.key == self.owner) {
+                // Our own earlier try, whose answer was lost, won. What it
+                // found is lost with its answer: say poisoned, to be safe.
+                Some(kv) if kv.value == id => (positive(kv.create_revision, &op)?, true),
+                _ => return Ok(Attempt::Busy { revision: r.header.revision }),
             }
-            return Ok(Attempt::Acquired { token, poisoned: vanished || has(&self.poison) });
+        };
+        if vanished {
+            // Persist what we found, or leave the evidence for the next.
+            let put = wire::txn(vec![], &[Op::Put(wire::put(&self.poison, VANISHED, 0))], &[]);
+            if let Err(e) = core.txn(&put, &op) {
+                self.give_up(token);
+                return Err(e);
+            }
         }
-        let poisoned = has(&self.poison);
-        match found.kvs.iter().find(|kv| kv.key == self.owner) {
-            // Our own earlier try, whose answer was lost, won. (Had that
-            // try found the lock poisoned, only its lost answer said so:
-            // the one case where a poisoning goes unreported.)
-            Some(kv) if kv.value == id => Ok(Attempt::Acquired { token: positive(kv.create_revision, &op)?, poisoned }),
-            _ => Ok(Attempt::Busy { revision: r.header.revision }),
-        }
+        Ok(Attempt::Acquired { token, poisoned: vanished || has(&self.poison) })
     }
 
     /// After failing to record poison: gives the lock up but leaves `held`
     /// behind, so the next acquirer still finds it poisoned.
-    fn give_up_keeping_poison(&self, token: i64) {
+    fn give_up(&self, token: i64) {
         let t = wire::txn(
             vec![compare(&self.owner, "EQUAL", Cmp::Create(token))],
             &[Op::Delete(wire::delete(&self.owner))],
@@ -255,11 +256,12 @@ impl Lock {
     }
 
     /// After a failed call: removes `owner` if an attempt with `id`
-    /// committed after all (best effort, see the module docs).
+    /// committed after all (best effort, see the module docs). `held`
+    /// stays: to the others, a holder vanished, and the lock is poisoned.
     fn abandon(&self, id: &[u8]) {
         let t = wire::txn(
             vec![compare(&self.owner, "EQUAL", Cmp::Value(id.to_vec()))],
-            &[Op::Delete(wire::delete(&self.owner)), Op::Delete(wire::delete(&self.held))],
+            &[Op::Delete(wire::delete(&self.owner))],
             &[],
         );
         let deadline = Instant::now() + super::ABANDON_TIMEOUT;

@@ -19,14 +19,13 @@ use std::time::{Duration, Instant};
 /// How long a cluster may take to elect a leader at start.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Where `etcd` is: on PATH, else Debian's path; `None` if neither.
+/// Where `etcd` is on PATH (Debian's `etcd-server` puts it in /usr/bin).
 pub fn etcd_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
+    std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|dir| dir.join("etcd"))
-        .find(|p| p.is_file());
-    on_path.or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| p.is_file()))
+        .find(|p| p.is_file())
 }
 
 /// Whether this run is CI's (`.ci/run` sets `SHMSYNC_CI=1`).
