@@ -217,7 +217,7 @@ impl Lock {
         let t = wire::txn(
             vec![compare(&self.owner, "EQUAL", Cmp::Create(0))],
             &[keys, Op::Put(wire::put(&self.owner, id, core.lease)), Op::Put(wire::put(&self.held, id, 0))],
-            &[Op::Range(wire::range_prefix(&self.base, 0))],
+            &[Op::Range(wire::range_under(&self.base))],
         );
         let r = core.txn(&t, &op)?;
         let found = r.range(0, &op)?;

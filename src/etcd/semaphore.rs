@@ -222,7 +222,7 @@ impl Semaphore {
         let t = wire::txn(
             vec![compare(&key, "EQUAL", Cmp::Create(0))],
             &[Op::Put(wire::put(&key, id, core.lease))],
-            &[Op::Range(wire::range_prefix(&self.slots, 0))],
+            &[Op::Range(wire::range_under(&self.slots))],
         );
         let r = core.txn(&t, &op)?;
         if r.succeeded {
@@ -252,7 +252,7 @@ impl Semaphore {
     /// After a failed call: removes any slot an attempt with `id` took
     /// after all (best effort).
     fn abandon(&self, id: &[u8]) {
-        let t = wire::txn(vec![], &[Op::Range(wire::range_prefix(&self.slots, 0))], &[]);
+        let t = wire::txn(vec![], &[Op::Range(wire::range_under(&self.slots))], &[]);
         let deadline = Instant::now() + super::ABANDON_TIMEOUT;
         let Ok(r) = self.core().txn_until(&t, deadline, &self.op("abandon")) else { return };
         let Ok(range) = r.range(0, "abandon") else { return };

@@ -194,16 +194,9 @@ pub(crate) fn range(key: &[u8]) -> Value {
     json!({ "key": b64(key) })
 }
 
-/// Range over every key that starts with `prefix`, oldest first, at most
-/// `limit` (0: no limit).
-pub(crate) fn range_prefix(prefix: &[u8], limit: i64) -> Value {
-    json!({
-        "key": b64(prefix),
-        "range_end": b64(&prefix_end(prefix)),
-        "limit": limit.to_string(),
-        "sort_order": "ASCEND",
-        "sort_target": "CREATE",
-    })
+/// Every key under `prefix`, with values, in key order.
+pub(crate) fn range_under(prefix: &[u8]) -> Value {
+    json!({ "key": b64(prefix), "range_end": b64(&prefix_end(prefix)) })
 }
 
 /// The keys (no values) under `prefix`.
