@@ -17,14 +17,8 @@
 //! nothing, so a waiter that dies costs nothing. Release deletes the slot
 //! *if it is still ours* (its create revision is the permit's token).
 //!
-//! **Unlike the local [`Semaphore`](crate::Semaphore)**: there, as in
-//! Python, a process killed while holding a unit takes the unit with it,
-//! since nothing records who took which unit (and a unit may legally be
-//! released by another process). Here each permit is a key tied to its
-//! holder's lease, so when the holder dies (or is cut off past its TTL)
-//! etcd deletes the key and the permit returns to the pool, after the TTL.
-//! It follows that there is no `release()` without a permit, and no
-//! `forget`: a permit is always someone's.
+//! How this differs from the local [`Semaphore`](crate::Semaphore), whose
+//! killed holder's unit is lost, is written on [`Semaphore`] itself.
 //!
 //! Retries are recognised as in the lock: a lost answer whose transaction
 //! committed shows up, in the retry's list of slots, as a slot holding our
@@ -48,8 +42,17 @@ const CHURN_PAUSE: Duration = Duration::from_millis(20);
 /// A counting semaphore shared by every process that opens `name` through
 /// etcd, on any host: at most `permits` [`Permit`]s exist at once.
 ///
-/// See the module notes above for how a dead holder's permit comes back,
-/// unlike the local [`Semaphore`](crate::Semaphore)'s unit.
+/// **A dead holder's permit comes back**, unlike a unit of the local
+/// [`Semaphore`](crate::Semaphore). There, as in Python, a process killed
+/// while holding a unit takes the unit with it, since nothing records who
+/// took which unit (and any process may release one). Here each permit is
+/// a key tied to its holder's lease: when the holder dies, or is cut off or
+/// paused past its TTL, etcd deletes the key and the permit returns to the
+/// pool, after the TTL. So there is no `release()` without a permit and no
+/// `forget`: a permit is always someone's. [`Permit::check`] tells a holder
+/// whose lease is gone that its permit may have been handed on. Waiters
+/// are not queued (like the local semaphore's, they are not FIFO) and
+/// write nothing, so a waiter that dies costs the others nothing.
 ///
 /// ```no_run
 /// use std::time::Duration;

@@ -17,7 +17,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -196,7 +195,6 @@ impl Core {
 /// keepalive thread and revokes the lease.
 pub(crate) struct Owner {
     pub(crate) core: Arc<Core>,
-    keeper: Mutex<Option<JoinHandle<()>>>,
     /// The process that connected; a forked child must not revoke its lease.
     pid: u32,
 }
@@ -206,11 +204,10 @@ impl Drop for Owner {
         if std::process::id() != self.pid {
             return;
         }
+        // The thread is not joined: it may be inside a renewal that takes up
+        // to the request timeout; told to stop, it ends after that.
         self.core.state().stop = true;
         self.core.wake.notify_all();
-        // Not joined: the thread may be inside a renewal that takes up to
-        // the request timeout; told to stop, it ends after that on its own.
-        drop(self.keeper.get_mut().unwrap_or_else(|e| e.into_inner()).take());
         // Best effort: an unrevoked lease still ends at its TTL.
         let until = Instant::now() + REVOKE_TIMEOUT.min(self.core.ttl).min(self.core.client.request_timeout());
         let body = json!({ "ID": self.core.lease.to_string() });
@@ -388,13 +385,13 @@ impl SessionBuilder {
             state: Mutex::new(State { expires: sent + ttl, lost: false, stop: false }),
             wake: Condvar::new(),
         });
-        let keeper = {
-            let core = Arc::clone(&core);
-            std::thread::Builder::new()
-                .name("shmsync-etcd-keepalive".into())
-                .spawn(move || core.keep_alive())
-                .map_err(|e| Error::os("spawn the etcd keepalive thread", "etcd session", e))?
-        };
-        Ok(Session { owner: Arc::new(Owner { core, keeper: Mutex::new(Some(keeper)), pid }) })
+        let keeper = Arc::clone(&core);
+        // Detached; it ends when told to stop (see Owner's drop) or when the
+        // lease is lost.
+        std::thread::Builder::new()
+            .name("shmsync-etcd-keepalive".into())
+            .spawn(move || keeper.keep_alive())
+            .map_err(|e| Error::os("spawn the etcd keepalive thread", "etcd session", e))?;
+        Ok(Session { owner: Arc::new(Owner { core, pid }) })
     }
 }
