@@ -179,6 +179,10 @@ mod tests {
     /// Lock, try_lock, poison by panic and clear_poison, tokens, in one
     /// process; and the same generic code over the local and the etcd lock.
     fn lock_basics_poison_and_the_trait() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Session>();
+        send_sync::<Lock>();
+        send_sync::<Semaphore>();
         let _s = common::serial();
         let cluster = Cluster::start(1);
         let a = session(&cluster.endpoints(), TTL);
