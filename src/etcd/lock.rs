@@ -36,14 +36,15 @@
 //! waiter that dies costs nothing; like the local lock, it is not FIFO.
 //!
 //! Retries: each acquisition has its own attempt id (`lease.pid@host.n`),
-//! written as `owner`'s value. If an attempt's answer is lost and the
-//! retry finds `owner` holding our own id, the first try won, at `owner`'s
-//! create revision; what that try found is lost with its answer, so the
-//! lock is reported (and recorded) poisoned, the safe side. A call that
-//! finally fails may still commit later: the lock then removes an `owner`
-//! with its id (best effort; `held` stays, so the next holder finds the
-//! lock poisoned, as after any holder that vanished); should even that
-//! lose the race, the lock stays held until the session's lease ends.
+//! written as `owner`'s value. If an attempt's answer is lost (a leader
+//! change, a reset connection) and the retry finds `owner` holding our own
+//! id, the first try won, at `owner`'s create revision; whether it found a
+//! vanished holder's `held` is still readable, since such a marker was
+//! created before our `owner` (a fresh one has the same create revision).
+//! A call that finally fails may still commit later: the lock then removes
+//! an `owner` with its id, and the `held` it made (best effort); should
+//! even that lose the race, the lock stays held until the session's lease
+//! ends, and the next holder finds it poisoned.
 
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::time::{Duration, Instant};
@@ -227,8 +228,12 @@ impl Lock {
         } else {
             match found.kvs.iter().find(|kv| kv.key == self.owner) {
                 // Our own earlier try, whose answer was lost, won. What it
-                // found is lost with its answer: say poisoned, to be safe.
-                Some(kv) if kv.value == id => (positive(kv.create_revision, &op)?, true),
+                // found is still written down: a `held` older than our
+                // `owner` was there before that try.
+                Some(kv) if kv.value == id => {
+                    let token = positive(kv.create_revision, &op)?;
+                    (token, self.held_before(found, token))
+                }
                 _ => return Ok(Attempt::Busy { revision: r.header.revision }),
             }
         };
@@ -243,6 +248,12 @@ impl Lock {
         Ok(Attempt::Acquired { token, poisoned: vanished || has(&self.poison) })
     }
 
+    /// Whether `found` has a `held` marker made before the acquisition at
+    /// `token`: one a vanished holder left, which that acquisition kept.
+    fn held_before(&self, found: &wire::RangeResponse, token: i64) -> bool {
+        found.kvs.iter().any(|kv| kv.key == self.held && kv.create_revision < token)
+    }
+
     /// After failing to record poison: gives the lock up but leaves `held`
     /// behind, so the next acquirer still finds it poisoned.
     fn give_up(&self, token: i64) {
@@ -255,19 +266,37 @@ impl Lock {
         let _ = self.core().txn_until(&t, deadline, &self.op("abandon"));
     }
 
-    /// After a failed call: removes `owner` if an attempt with `id`
-    /// committed after all (best effort, see the module docs). `held`
-    /// stays: to the others, a holder vanished, and the lock is poisoned.
+    /// After a failed call: if an attempt with `id` committed after all,
+    /// gives the lock up (best effort, see the module docs). `held` goes
+    /// too if that attempt made it; one it found stays, so the poison it
+    /// would have reported is not lost.
     fn abandon(&self, id: &[u8]) {
-        let t = wire::txn(
+        let deadline = Instant::now() + super::ABANDON_TIMEOUT;
+        let op = self.op("abandon");
+        let look = wire::txn(
             vec![compare(&self.owner, "EQUAL", Cmp::Value(id.to_vec()))],
-            &[Op::Delete(wire::delete(&self.owner))],
+            &[Op::Range(wire::range_under(&self.base))],
             &[],
         );
-        let deadline = Instant::now() + super::ABANDON_TIMEOUT;
-        if let Err(e) = self.core().txn_until(&t, deadline, &self.op("abandon")) {
-            log::debug!("shmsync: could not clean up an unanswered attempt on etcd lock '{}': {e}", self.name);
-        }
+        let found = match self.core().txn_until(&look, deadline, &op) {
+            Ok(r) if r.succeeded => r,
+            Ok(_) => return, // our attempt did not commit
+            Err(e) => {
+                log::debug!("shmsync: could not clean up an unanswered attempt on etcd lock '{}': {e}", self.name);
+                return;
+            }
+        };
+        let Ok(found) = found.range(0, &op) else { return };
+        let Some(token) = found.kvs.iter().find(|kv| kv.key == self.owner).map(|kv| kv.create_revision) else {
+            return;
+        };
+        let gone = if self.held_before(found, token) {
+            Op::Delete(wire::delete(&self.owner))
+        } else {
+            Op::Delete(wire::delete_range(&self.held, &[self.base.as_slice(), b"p"].concat()))
+        };
+        let t = wire::txn(vec![compare(&self.owner, "EQUAL", Cmp::Create(token))], &[gone], &[]);
+        let _ = self.core().txn_until(&t, deadline, &op);
     }
 
     /// The release transaction (see the module docs). `Err(LeaseLost)` if
@@ -279,7 +308,10 @@ impl Lock {
             ops.push(Op::Put(wire::put(&self.poison, PANICKED, 0)));
         }
         let t = wire::txn(vec![compare(&self.owner, "EQUAL", Cmp::Create(token))], &ops, &[]);
-        if self.core().txn(&t, &self.op("unlock"))?.succeeded {
+        // Not ours any more: either the lease ended (etcd deleted `owner`),
+        // or this is a retry whose first try released, answer lost. While
+        // the lease lives, etcd keeps its keys, so only the second fits.
+        if self.core().txn(&t, &self.op("unlock"))?.succeeded || self.core().alive() {
             Ok(())
         } else {
             Err(Error::LeaseLost { lease: self.core().lease })

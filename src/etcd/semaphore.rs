@@ -276,7 +276,9 @@ impl Semaphore {
     fn release(&self, slot: u32, token: i64) -> Result<()> {
         let key = self.slot_key(slot);
         let t = wire::txn(vec![compare(&key, "EQUAL", Cmp::Create(token))], &[Op::Delete(wire::delete(&key))], &[]);
-        if self.core().txn(&t, &self.op("release"))?.succeeded {
+        // Not ours any more while the lease lives: a retry whose first try
+        // released (see the lock's release).
+        if self.core().txn(&t, &self.op("release"))?.succeeded || self.core().alive() {
             Ok(())
         } else {
             Err(Error::LeaseLost { lease: self.core().lease })
