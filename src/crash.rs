@@ -42,4 +42,15 @@ pub const POINTS: &[&[&str]] = &[
     crate::data::QUEUE_CRASH_POINTS,
     crate::data::DICT_CRASH_POINTS,
     crate::data::pool::CRASH_POINTS,
+    ETCD_CRASH_POINTS,
+];
+
+/// The `etcd` feature's points (marked in `src/etcd/`, killed at in
+/// `tests/etcd.rs`). Declared here, in every build, because the
+/// bookkeeping test reads the source whichever features are on.
+const ETCD_CRASH_POINTS: &[&str] = &[
+    // The acquisition transaction committed; no guard exists yet.
+    "etcd.lock.acquired",
+    // The slot key is ours; no permit exists yet.
+    "etcd.semaphore.acquired",
 ];

@@ -253,6 +253,36 @@ pub enum Error {
         detail: String,
     },
 
+    /// The etcd lease behind an `etcd::Session` expired or
+    /// was revoked: whatever was held through it (an etcd `Lock`, a
+    /// `Semaphore` permit) may now be someone else's.
+    #[error("etcd lease {lease:x} expired or was revoked, so anything held through it may now be someone else's; stop the work it guarded and connect a new Session")]
+    LeaseLost {
+        /// The lease id.
+        lease: i64,
+    },
+
+    /// No etcd endpoint answered in time (refused, silent, or no leader).
+    #[error("no etcd endpoint of {endpoints} answered within {waited:?} (last: {detail}); check that etcd runs there, or raise the timeout")]
+    EtcdUnreachable {
+        /// The endpoints tried, comma-separated.
+        endpoints: String,
+        /// How long the call tried.
+        waited: Duration,
+        /// The last failure seen.
+        detail: String,
+    },
+
+    /// etcd refused a request, or answered with something that is not a
+    /// valid answer to it.
+    #[error("etcd {op} failed: {detail}")]
+    Etcd {
+        /// What was asked, e.g. "lock 'jobs'".
+        op: String,
+        /// What etcd said, or what was wrong with its answer.
+        detail: String,
+    },
+
     /// An operating system call failed in a way no other variant describes.
     #[error("{op} failed for '{name}': {source}")]
     Os {

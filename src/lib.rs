@@ -29,6 +29,11 @@
 //!   Unix sockets or TCP, with HMAC authentication.
 //! - **Embeddable**: [`raw`] holds the `#[repr(C)]` primitives for your own
 //!   shared structs.
+//! - **Across hosts** (the `etcd` feature): `etcd::Lock` and
+//!   `etcd::Semaphore` on etcd leases, with poison, fencing tokens and
+//!   lease-loss checks; [`LockLike`] and [`SemaphoreLike`] are implemented
+//!   by the local and the etcd types alike, so one program runs on one host
+//!   or many by configuration.
 //!
 //! ```no_run
 //! use shmsync::Lock;
@@ -65,12 +70,15 @@ mod crash;
 pub mod connection;
 pub mod data;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod inspect;
 mod named;
 pub mod process;
 pub mod raw;
 mod segment;
 mod sys;
+mod traits;
 pub mod wait;
 
 pub use data::{
@@ -86,6 +94,7 @@ pub use named::{
 };
 pub use process::{current, log_to_stderr, Process, Run};
 pub use raw::BarrierWaitResult;
+pub use traits::{Held, LockLike, SemaphoreLike};
 pub use wait::{wait_all, wait_any, Waitable};
 
 /// Support for this crate's own tests and tools; not a stable API.

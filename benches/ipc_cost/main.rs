@@ -14,7 +14,12 @@
 //!    64 B to 1 MiB: `Queue`, `Connection`, a tuned pipe, a framed Unix
 //!    socket, ipc-channel; and the `Queue` with 3 producers and 3 consumers;
 //! 5. message round trip (µs; p50, p99, p99.9) through the same mechanisms;
-//! 6. `Pool::map` overhead per item (µs), against a plain loop.
+//! 6. `Pool::map` overhead per item (µs), against a plain loop;
+//! 7. reader-writer locks: uncontended reads and writes, read scaling over
+//!    1 and 2 processes, a writer among looping readers (`rwlock`);
+//! 8. connections by address, `Listener`/`Client` (`connections`);
+//! 9. across hosts: the etcd Lock's lock + unlock against one etcd put, with
+//!    `--features etcd` and `etcd` on `PATH` (`etcd`).
 //!
 //! Every row also reports the CPU time per operation (user plus system,
 //! every process involved), beside the wall-clock figure. The sections are
@@ -26,7 +31,8 @@
 //!
 //! Run: `cargo bench --bench ipc_cost` (a few minutes). One section only:
 //! `cargo bench --bench ipc_cost -- handoff` (a filter matches a section's
-//! short name — uncontended, handoff, contended, messages, roundtrip, pool —
+//! short name — uncontended, handoff, contended, rwlock, messages, roundtrip,
+//! pool, connections, etcd —
 //! or part of its title). `IPC_COST_QUICK=1` makes a smoke run of every
 //! measurement in under a minute, which CI runs so the study can't rot; its
 //! numbers are not for quoting.
@@ -56,6 +62,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;
+mod etcd;
 mod messages;
 mod model;
 mod plot;

@@ -13,7 +13,7 @@
 //! sections at once.
 
 use crate::model::Section;
-use crate::{connections, messages, pool, primitives, roundtrip, rwlock};
+use crate::{connections, etcd, messages, pool, primitives, roundtrip, rwlock};
 
 /// Every section, in order; the report numbers them so.
 pub static ALL: &[&Section] = &[
@@ -25,6 +25,7 @@ pub static ALL: &[&Section] = &[
     &roundtrip::SECTION,
     &pool::SECTION,
     &connections::SECTION,
+    &etcd::SECTION,
 ];
 
 /// The heading of `section`: its number and title.
