@@ -293,3 +293,31 @@ fn descriptors_sent_beside_ordinary_messages_are_closed_never_leaked() {
     assert_eq!(b.recv::<Msg>().unwrap(), Msg::Num(6));
     assert_eq!(open_fds(), before, "a descriptor read as a message was kept");
 }
+
+#[test]
+fn connect_timeout_ends_at_its_deadline_when_the_listeners_backlog_is_full() {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let _s = serial();
+    let name = format!("@shmsync-test-backlog-{}", std::process::id());
+    let _listener = Listener::bind(name.as_str(), None).unwrap();
+    // Fill the backlog of a listener that never accepts.
+    let target = UnixAddr::new_abstract(name[1..].as_bytes()).unwrap();
+    let mut held: Vec<OwnedFd> = Vec::new();
+    loop {
+        assert!(held.len() < 100_000, "the backlog never filled");
+        let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK, None).unwrap();
+        match connect(fd.as_raw_fd(), &target) {
+            Ok(()) => held.push(fd),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    let started = std::time::Instant::now();
+    let outcome = Client::connect_timeout(name.as_str(), None, Duration::from_millis(200));
+    match outcome {
+        Err(Error::Os { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::TimedOut),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < DEADLINE, "connect_timeout overran its deadline");
+}

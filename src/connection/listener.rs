@@ -316,8 +316,10 @@ impl Client {
     }
 
     /// As [`connect`](Self::connect), connecting and authenticating within
-    /// `timeout` in all. A connect that times out is `Error::Os` with
-    /// `TimedOut`.
+    /// `timeout` in all. A connection not made in time (a TCP peer that does
+    /// not answer, a Unix listener whose backlog stays full because it does
+    /// not accept) is `Error::Os` with `TimedOut`; a listener that accepts
+    /// but does not finish the handshake in time is `AuthenticationFailed`.
     pub fn connect_timeout(
         address: impl Into<Address>,
         authkey: Option<&[u8]>,
@@ -336,8 +338,8 @@ impl Client {
         let peer = address.to_string();
         let os = |e: std::io::Error| Error::os("connect", &peer, e);
         let (fd, transport) = match address {
-            Address::Unix(path) => (net::connect_unix_path(path).map_err(os)?, Transport::Unix),
-            Address::Abstract(n) => (net::connect_unix_abstract(n).map_err(os)?, Transport::Unix),
+            Address::Unix(path) => (net::connect_unix_path(path, connect).map_err(os)?, Transport::Unix),
+            Address::Abstract(n) => (net::connect_unix_abstract(n, connect).map_err(os)?, Transport::Unix),
             Address::Tcp(a) => (net::connect_tcp(a, connect).map_err(os)?, Transport::Tcp),
         };
         let conn = Connection::new(fd, transport);

@@ -1,7 +1,8 @@
 //! Listening and connected stream sockets by address, for
 //! `shmsync::connection`: Unix paths, abstract Unix names (Linux), and TCP.
 //! Everything here is std's sockets (close-on-exec, no unsafe); this module
-//! adds non-blocking accept, connecting with a deadline, and the checks the
+//! adds non-blocking accept, connecting with a deadline (Unix connects too,
+//! through nix, when the backlog is full), and the checks the
 //! listener needs (is an address loopback).
 
 use std::io;
@@ -86,15 +87,59 @@ impl std::os::fd::AsFd for Listening {
     }
 }
 
-/// Connects to the Unix socket at `path`. A Unix connect to a listening
-/// socket completes at once (or fails), so it needs no deadline.
-pub fn connect_unix_path(path: &Path) -> io::Result<OwnedFd> {
-    UnixStream::connect(path).map(OwnedFd::from)
+/// Connects to the Unix socket at `path`, within `deadline` if given.
+pub fn connect_unix_path(path: &Path, deadline: Option<&Deadline>) -> io::Result<OwnedFd> {
+    connect_unix(&UnixAddr::from_pathname(path)?, deadline)
 }
 
-/// Connects to the abstract Unix name `name`.
-pub fn connect_unix_abstract(name: &[u8]) -> io::Result<OwnedFd> {
-    UnixStream::connect_addr(&UnixAddr::from_abstract_name(name)?).map(OwnedFd::from)
+/// Connects to the abstract Unix name `name`, within `deadline` if given.
+pub fn connect_unix_abstract(name: &[u8], deadline: Option<&Deadline>) -> io::Result<OwnedFd> {
+    connect_unix(&UnixAddr::from_abstract_name(name)?, deadline)
+}
+
+/// A Unix connect completes at once unless the listener's backlog is full
+/// (it is not accepting): then a blocking connect sleeps until there is room,
+/// and a non-blocking one fails with `EAGAIN` and must be tried again (the
+/// socket never polls ready for it). With a deadline, it is tried again in
+/// growing pauses until then.
+fn connect_unix(addr: &UnixAddr, deadline: Option<&Deadline>) -> io::Result<OwnedFd> {
+    let Some(deadline) = deadline else {
+        return UnixStream::connect_addr(addr).map(OwnedFd::from);
+    };
+    let mut pause = std::time::Duration::from_micros(100);
+    loop {
+        let stream = nonblocking_unix_connect(addr)?;
+        match stream {
+            Some(s) => {
+                s.set_nonblocking(false)?;
+                return Ok(OwnedFd::from(s));
+            }
+            None if deadline.has_passed() => {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the listener's backlog stayed full"));
+            }
+            None => {
+                std::thread::sleep(pause.min(deadline.remaining()));
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// One non-blocking connect: `None` if the backlog is full.
+fn nonblocking_unix_connect(addr: &UnixAddr) -> io::Result<Option<UnixStream>> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr as NixUnixAddr};
+    use std::os::fd::AsRawFd;
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+    let target = match (addr.as_pathname(), addr.as_abstract_name()) {
+        (Some(path), _) => NixUnixAddr::new(path)?,
+        (None, Some(name)) => NixUnixAddr::new_abstract(name)?,
+        (None, None) => return Err(io::Error::new(io::ErrorKind::InvalidInput, "an unnamed Unix address")),
+    };
+    match connect(fd.as_raw_fd(), &target) {
+        Ok(()) => Ok(Some(UnixStream::from(fd))),
+        Err(nix::errno::Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Connects to TCP `addr`, trying each address it resolves to until one
