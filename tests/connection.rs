@@ -302,7 +302,7 @@ fn connect_timeout_ends_at_its_deadline_when_the_listeners_backlog_is_full() {
     let name = format!("@shmsync-test-backlog-{}", std::process::id());
     let _listener = Listener::bind(name.as_str(), None).unwrap();
     // Fill the backlog of a listener that never accepts.
-    let target = UnixAddr::new_abstract(name[1..].as_bytes()).unwrap();
+    let target = UnixAddr::new_abstract(&name.as_bytes()[1..]).unwrap();
     let mut held: Vec<OwnedFd> = Vec::new();
     loop {
         assert!(held.len() < 100_000, "the backlog never filled");
