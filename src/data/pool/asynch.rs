@@ -5,7 +5,7 @@
 //! An async call encodes its items in the caller's thread, in chunks, and
 //! queues them as an `AsyncJob`. The result thread, started with the first
 //! async call and ended with the pool, sends the chunks to idle workers,
-//! collects (as any waiting thread does, see `core.rs`), and once a job has
+//! collects (as any waiting thread does, see `collector.rs`), and once a job has
 //! every outcome decodes them, runs the callbacks and fills the
 //! `AsyncResult`. Outcomes are routed by call, so a worker that dies fails
 //! only the items it held: only its `AsyncResult` sees `WorkerDied`.

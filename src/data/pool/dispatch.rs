@@ -1,7 +1,7 @@
 //! A synchronous call (`map`, `imap`, `apply`): pulls and encodes items in
 //! the caller's thread, sends chunks to idle workers, and takes its
 //! outcomes from its mailbox, collecting for everyone while it waits (see
-//! `core.rs`). The pool's lock is held only for bookkeeping, never while
+//! `collector.rs`). The pool's lock is held only for bookkeeping, never while
 //! pulling items (user code), encoding, sending or waiting.
 
 use std::marker::PhantomData;

@@ -4,14 +4,17 @@
 //! Each worker is a daemon [`Process`](crate::Process) named `PoolWorker-N`
 //! with one socket pair to the pool. Calls send chunks of encoded items to
 //! idle workers and take their outcomes from a mailbox of their own; the
-//! state machine, and how one thread at a time collects for all, is in
-//! `core.rs`. A worker whose socket reaches EOF while it owed results died:
-//! those items come back as `WorkerDied` while a fresh worker takes its
-//! place.
+//! state machine is in `core.rs`, and how one thread at a time collects for
+//! all in `collector.rs`. A worker whose socket reaches EOF while it owed
+//! results died: those items come back as `WorkerDied` while a fresh worker
+//! takes its place.
 
 mod asynch;
+mod collector;
 mod core;
 mod dispatch;
+mod lifecycle;
+mod shutdown;
 mod wire;
 mod worker;
 
@@ -25,7 +28,7 @@ use self::core::{Core, Initializer, State};
 use crate::error::{Error, Result};
 use crate::sys::time::Deadline;
 
-pub use self::core::TERMINATE_GRACE;
+pub use self::shutdown::TERMINATE_GRACE;
 pub use asynch::{AsyncResult, Callbacks};
 pub use dispatch::Imap;
 pub use wire::StarFn;
