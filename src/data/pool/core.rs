@@ -87,8 +87,8 @@ pub struct Mailbox {
 }
 
 /// An async call (`apply_async`, `map_async`, ...): its items encoded in
-/// chunks up front, dispatched by the result thread (`asynch.rs`), and what
-/// to do with its outcomes once all have come.
+/// chunks up front, dispatched by the result thread (`result_thread.rs`),
+/// and what to do with its outcomes once all have come.
 pub struct AsyncJob {
     pub call: u64,
     /// The trampoline and function addresses (see `wire.rs`).

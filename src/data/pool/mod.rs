@@ -9,11 +9,13 @@
 //! results died: those items come back as `WorkerDied` while a fresh worker
 //! takes its place.
 
+mod async_result;
 mod asynch;
 mod collector;
 mod core;
 mod dispatch;
 mod lifecycle;
+mod result_thread;
 mod shutdown;
 mod wire;
 mod worker;
@@ -29,8 +31,9 @@ use crate::error::{Error, Result};
 use crate::sys::time::Deadline;
 
 pub use self::shutdown::TERMINATE_GRACE;
-pub use asynch::{AsyncResult, Callbacks};
+pub use async_result::AsyncResult;
 pub use dispatch::Imap;
+pub use result_thread::Callbacks;
 pub use wire::StarFn;
 
 /// The crash points of the pool's dispatch, in the order a task meets them.
