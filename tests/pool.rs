@@ -569,7 +569,9 @@ fn map_async_starmap_and_starmap_async_give_results_in_order_and_close_lets_them
     assert_eq!(star.get().unwrap(), vec![6, 15]);
     assert_eq!(mapped.get().unwrap(), (0..1000u64).map(|x| x * 2).collect::<Vec<_>>());
     assert_eq!(failing.successful(), Some(false));
-    assert!(matches!(failing.get(), Err(Error::TaskFailed { index: 3, .. })));
+    assert!(matches!(failing.get_timeout(DEADLINE), Err(Error::TaskFailed { index: 3, .. })));
+    assert_eq!(failing.successful(), Some(false), "still unsuccessful once its error was taken");
+    assert!(matches!(failing.get(), Err(Error::InvalidArgument { .. })));
     // After close, new async calls fail at once.
     assert!(matches!(pool.apply_async(double, 1).get(), Err(Error::PoolClosed)));
 }

@@ -31,8 +31,10 @@ pub struct AsyncResult<R> {
 enum State2<R> {
     Pending,
     Ready(Result<R>),
-    /// `get_timeout` handed the outcome out.
-    Taken,
+    /// `get_timeout` handed the outcome out; whether it was a result.
+    Taken {
+        ok: bool,
+    },
 }
 
 pub(super) struct Slot<R> {
@@ -73,7 +75,7 @@ impl<R> AsyncResult<R> {
         match &*self.slot.lock() {
             State2::Pending => None,
             State2::Ready(r) => Some(r.is_ok()),
-            State2::Taken => Some(true),
+            State2::Taken { ok } => Some(*ok),
         }
     }
 
@@ -118,16 +120,19 @@ impl<R> AsyncResult<R> {
 
     fn take(&self) -> Option<Result<R>> {
         let mut s = self.slot.lock();
-        match std::mem::replace(&mut *s, State2::Taken) {
-            State2::Pending => {
-                *s = State2::Pending;
-                None
+        match std::mem::replace(&mut *s, State2::Pending) {
+            State2::Pending => None,
+            State2::Ready(r) => {
+                *s = State2::Taken { ok: r.is_ok() };
+                Some(r)
             }
-            State2::Ready(r) => Some(r),
-            State2::Taken => Some(Err(Error::InvalidArgument {
-                name: "AsyncResult".to_string(),
-                detail: "its outcome was already taken by get_timeout".to_string(),
-            })),
+            State2::Taken { ok } => {
+                *s = State2::Taken { ok };
+                Some(Err(Error::InvalidArgument {
+                    name: "AsyncResult".to_string(),
+                    detail: "its outcome was already taken by get_timeout".to_string(),
+                }))
+            }
         }
     }
 }

@@ -140,9 +140,12 @@ where
             g = core.lock();
             if sent.is_err() {
                 // The worker died while idle: the chunk never ran. Send it
-                // to another.
-                g = core.send_failed(g, id);
-                self.pending = Some((first, items));
+                // to another, unless its items have failed meanwhile.
+                let requeue;
+                (g, requeue) = core.send_failed(g, id);
+                if requeue {
+                    self.pending = Some((first, items));
+                }
             }
         }
     }

@@ -63,10 +63,14 @@ impl Core {
     }
 
     /// The task could not be sent to slot `id`: its worker died while idle.
-    /// The chunk never ran; the caller sends it elsewhere. The worker is
-    /// reaped and replaced.
-    pub fn send_failed<'g>(&'g self, mut g: MutexGuard<'g, Inner>, id: u64) -> MutexGuard<'g, Inner> {
-        let Some(pos) = g.slots.iter().position(|s| s.id == id) else { return g };
+    /// The chunk never ran; the worker is reaped and replaced. `true`: the
+    /// caller sends the chunk elsewhere; `false`: the slot was gone, so
+    /// whoever removed it has failed the chunk's items already.
+    pub fn send_failed<'g>(&'g self, mut g: MutexGuard<'g, Inner>, id: u64) -> (MutexGuard<'g, Inner>, bool) {
+        // Gone already: a collector saw the worker's end first and failed
+        // the chunk (`WorkerDied`); sending it again would run items whose
+        // outcome is out.
+        let Some(pos) = g.slots.iter().position(|s| s.id == id) else { return (g, false) };
         let slot = g.slots.remove(pos);
         if let Some(job) = slot.job {
             if let Some(m) = g.calls.get_mut(&job.call) {
@@ -77,7 +81,7 @@ impl Core {
         reap(&slot.worker, EXIT_GRACE);
         let mut g = self.lock();
         self.refill(&mut g);
-        g
+        (g, true)
     }
 }
 

@@ -120,11 +120,15 @@ impl Pool {
             slot.set(outcome);
         });
         let mut g = core.lock();
+        // Without the thread nothing would ever finish the job: fail it now.
+        if let Err(e) = self.ensure_result_thread(&mut g) {
+            core.close_call(&mut g, call);
+            return AsyncResult::failed(e);
+        }
         if let Some(m) = Core::mailbox(&mut g, call) {
             m.ready.extend(failed.into_iter().map(|(i, e)| (i, Raw::Err(e))));
         }
         g.jobs.push(AsyncJob { call, addresses, chunks, finish });
-        self.ensure_result_thread(&mut g);
         core.notify(&g);
         if g.is_collecting() {
             core.wake();
@@ -132,18 +136,19 @@ impl Pool {
         result
     }
 
-    /// Starts the result thread if it is not running.
-    fn ensure_result_thread(&self, g: &mut Inner) {
+    /// Starts the result thread if it is not running; an error if it
+    /// cannot be started (the process is out of threads).
+    fn ensure_result_thread(&self, g: &mut Inner) -> Result<()> {
         let mut handle = self.results.lock().unwrap_or_else(|e| e.into_inner());
         if handle.is_some() {
-            return;
+            return Ok(());
         }
         g.stop = false;
         let core = Arc::clone(&self.core);
-        match std::thread::Builder::new().name("shmsync-pool-results".to_string()).spawn(move || result_thread(&core)) {
-            Ok(h) => *handle = Some(h),
-            Err(e) => log::error!("shmsync: could not start the pool's result thread: {e}"),
-        }
+        let started =
+            std::thread::Builder::new().name("shmsync-pool-results".to_string()).spawn(move || result_thread(&core));
+        *handle = Some(started.map_err(|e| Error::os("start the pool's result thread", "Pool", e))?);
+        Ok(())
     }
 
     /// Ends the result thread once its jobs are done (they are, or have
@@ -222,8 +227,9 @@ fn dispatch<'g>(core: &'g Core, mut g: MutexGuard<'g, Inner>) -> MutexGuard<'g, 
         g = core.lock();
         if sent.is_err() {
             // The worker died while idle: the chunk never ran; requeue it.
-            g = core.send_failed(g, id);
-            if let Some(job) = g.jobs.iter_mut().find(|job| job.call == call) {
+            let requeue;
+            (g, requeue) = core.send_failed(g, id);
+            if let Some(job) = g.jobs.iter_mut().find(|job| job.call == call).filter(|_| requeue) {
                 job.chunks.push_front((first, items));
             }
         }
