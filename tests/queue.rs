@@ -567,3 +567,24 @@ fn a_process_killed_inside_put_with_or_get_with_affects_only_its_message() {
     assert_eq!(q.get_timeout(DEADLINE).unwrap(), Some(vec![2]));
     assert!(q.is_empty());
 }
+
+#[test]
+fn regression_a_get_with_closure_that_panics_releases_the_lock_and_loses_only_its_message() {
+    let _s = serial();
+    let q = Queue::<Vec<u8>>::new(4096).unwrap();
+    for i in 0..3u8 {
+        q.put(&vec![i; 8]).unwrap();
+    }
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        q.get_with(|_| -> usize { panic!("the reader panics") })
+    }));
+    assert!(panicked.is_err());
+    // The lock is free again, from this thread and from another process;
+    // the message the closure saw is gone, the others are there, in order.
+    assert_eq!(q.len(), 2);
+    let q2 = &q;
+    fork(move || i32::from(q2.get_timeout(DEADLINE).unwrap() != Some(vec![1; 8]))).expect_success();
+    assert_eq!(q.get_timeout(DEADLINE).unwrap(), Some(vec![2; 8]));
+    q.put_with(4, |b| b.fill(9)).unwrap();
+    assert_eq!(q.get_with_timeout(DEADLINE, |b| b.to_vec()).unwrap(), Some(vec![9; 4]));
+}

@@ -60,8 +60,10 @@ macro_rules! zero_copy_api {
             /// they lie in the ring (zero-copy), blocking while the queue is
             /// empty. Returns what `read` returns.
             ///
-            /// A process killed inside `read` loses that message, which is
-            /// never delivered again; no other message is affected. A message
+            /// A process killed inside `read`, or a `read` that panics (the
+            /// panic goes on, with the queue's lock released), loses that
+            /// message, which is never delivered again; no other message is
+            /// affected. A message
             /// that is not a byte string (put by a build with another type)
             /// is consumed and reported as `Decode`.
             pub fn get_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {

@@ -30,6 +30,29 @@ struct Taken {
     next: u64,
 }
 
+/// Releases the consumers' lock when a get is done with it, also when a
+/// `get_with` closure panics: that message is then dropped, as if its reader
+/// had been killed there (it saw the message, and a message is delivered at
+/// most once), and putters waiting for room are told.
+struct UnlockConsumers<'v, 'a>(&'v View<'a>);
+
+impl Drop for UnlockConsumers<'_, '_> {
+    fn drop(&mut self) {
+        let view = self.0;
+        let unwinding = std::thread::panicking();
+        if unwinding {
+            view.drop_if_read_by_the_dead();
+        }
+        // SAFETY: a `UnlockConsumers` is made only right after this thread
+        // took the consumers' lock in `get`, and dropped once.
+        unsafe { view.ring.get_lock.0.unlock() };
+        if unwinding {
+            view.ring.not_full.notify(true);
+            view.ring.not_empty.notify(false);
+        }
+    }
+}
+
 impl View<'_> {
     /// Takes the oldest message, handing its payload's pieces (the second
     /// empty unless the record is split) to `read`, waiting until
@@ -58,9 +81,10 @@ impl View<'_> {
                 };
                 busy = !locked;
                 if locked {
-                    let got = self.take(in_place, &mut read);
-                    // SAFETY: locked just above on this thread.
-                    unsafe { self.ring.get_lock.0.unlock() };
+                    let got = {
+                        let _unlock = UnlockConsumers(self);
+                        self.take(in_place, &mut read)
+                    };
                     match got {
                         Ok(Some(r)) => {
                             self.ring.not_full.notify(true);
@@ -118,6 +142,7 @@ impl View<'_> {
         Some(())
     }
 
+    /// Also for a reader of this thread whose closure panicked.
     #[cold]
     fn drop_if_read_by_the_dead(&self) {
         let word = self.ring.get.0.word.load(Ordering::Relaxed);
