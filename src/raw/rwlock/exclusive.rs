@@ -45,19 +45,40 @@ impl RawRwLock {
             if deadline.is_some_and(Deadline::has_passed) {
                 return Err(Fail::Timeout);
             }
-            if spin.spin() {
-                continue;
+            if self.wait_on_state(s, &mut spin, &mut sleeper, deadline) {
+                crash_point!("rwlock.exclusive.woken");
             }
-            if s & SLEEPERS == 0
-                && self.state.compare_exchange(s, s | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
-            {
-                continue;
+        }
+    }
+
+    /// One round of waiting for `state`, last seen as `s`, to change, for
+    /// a thread that must not go on while it is `s`: a spin while the
+    /// budget lasts; else SLEEPERS set in `s` (unless the word changed
+    /// meanwhile: look again) and a sleep on `state`, after whose slice a
+    /// dead holder is recovered. `true` if a wake ended the sleep (the
+    /// caller marks its own crash point there).
+    pub(super) fn wait_on_state(
+        &self,
+        s: u32,
+        spin: &mut SpinWait<'_>,
+        sleeper: &mut Sleeper,
+        deadline: Option<&Deadline>,
+    ) -> bool {
+        if spin.spin() {
+            return false;
+        }
+        if s & SLEEPERS == 0
+            && self.state.compare_exchange(s, s | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return false;
+        }
+        match sleeper.sleep(&self.state, s | SLEEPERS, deadline) {
+            Woke::Signalled => true,
+            Woke::Recheck => {
+                self.recover_dead_holder();
+                false
             }
-            match sleeper.sleep(&self.state, s | SLEEPERS, deadline) {
-                Woke::Signalled => crash_point!("rwlock.exclusive.woken"),
-                Woke::Recheck => self.recover_dead_holder(),
-                Woke::Deadline => {}
-            }
+            Woke::Deadline => false,
         }
     }
 

@@ -178,18 +178,8 @@ impl RawRwLock {
                 }
                 continue;
             }
-            if spin.spin() {
-                continue;
-            }
-            if s & SLEEPERS == 0
-                && self.state.compare_exchange(s, s | SLEEPERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
-            {
-                continue;
-            }
-            match sleeper.sleep(&self.state, s | SLEEPERS, deadline) {
-                Woke::Signalled => crash_point!("rwlock.read.woken"),
-                Woke::Recheck => self.recover_dead_holder(),
-                Woke::Deadline => {}
+            if self.wait_on_state(s, &mut spin, &mut sleeper, deadline) {
+                crash_point!("rwlock.read.woken");
             }
         }
     }
