@@ -206,16 +206,20 @@ impl View<'_> {
             return Ok(None);
         }
         let mut pos = head;
-        let (mut kind, mut len) = self.read_header(self.offset(pos));
+        // SAFETY: `locate` runs under the consumers' lock, and `span` said a
+        // committed record starts at `pos`.
+        let (mut kind, mut len) = unsafe { self.read_header(self.offset(pos)) };
         if kind == PAD {
             let at = self.offset(pos);
             let pad = self.cap - at;
-            if at == 0 || len != pad - HEADER || pad > used {
+            if at == 0 || len != pad - HEADER || pad >= used {
                 return Err(self.corrupt("padding record", format!("{len} bytes at {at}")));
             }
             pos = self.advance(pos, pad);
             used -= pad;
-            (kind, len) = self.read_header(0);
+            // SAFETY: as above: a pad is committed together with the record
+            // after it, at 0 (`pad < used`, checked just above).
+            (kind, len) = unsafe { self.read_header(0) };
         }
         let need = record_size(len);
         if kind != MESSAGE || len > max_message(self.cap) || need > used {

@@ -41,9 +41,7 @@ struct Reserved {
 
 impl View<'_> {
     /// Puts one message of `len` bytes, written by `fill` into the payload's
-    /// pieces (one unless the record is split). `contiguous`: only a placement
-    /// in one piece will do (`put_with`); a message that cannot ever be
-    /// placed so is split into a copy made by `fill` anyway.
+    /// pieces (one unless the record is split).
     pub fn put(
         &self,
         len: usize,

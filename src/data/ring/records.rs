@@ -87,11 +87,14 @@ impl View<'_> {
         unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), self.data.add(at), HEADER) };
     }
 
-    pub(super) fn read_header(&self, at: usize) -> (u32, usize) {
+    /// # Safety
+    /// The caller holds the consumers' lock, and `at` is the offset of a
+    /// committed record, which no producer writes until it is consumed.
+    pub(super) unsafe fn read_header(&self, at: usize) -> (u32, usize) {
         let mut header = [0u8; HEADER];
         // SAFETY: `at + 8 <= cap` (offsets are multiples of 8, and so is the
-        // ring's size); the caller holds the consumers' lock over a committed
-        // record, which no producer writes now.
+        // ring's size); no producer writes the record (forwarded from the
+        // caller).
         unsafe { std::ptr::copy_nonoverlapping(self.data.add(at), header.as_mut_ptr(), HEADER) };
         let word = u64::from_le_bytes(header);
         ((word >> 32) as u32, (word & 0xffff_ffff) as usize)
