@@ -349,6 +349,29 @@ fn regression_a_lock_word_naming_a_dead_thread_is_recovered_poisoned() {
     assert!(lock.try_lock().is_ok());
 }
 
+/// A lock word that names a live task which never mapped the lock (garbage
+/// that happens to be a stranger's tid, or a holder's tid recycled for an
+/// unrelated process) used to hang every locker for as long as that task
+/// lived; nothing that does not map the lock can hold it.
+#[test]
+fn regression_a_lock_word_naming_a_live_stranger_is_recovered_poisoned() {
+    let _s = serial();
+    let names = Names::new("stranger_owner");
+    let lock = Lock::builder(&names.get("l")).unlink_on_drop(true).create().unwrap();
+    // An exec'd process: alive, and it maps nothing of ours.
+    let mut stranger = std::process::Command::new("sleep").arg("60").spawn().expect("spawn sleep");
+    let word = stranger.id() | 0x8000_0000; // FUTEX_WAITERS
+    common::scribble(lock.name(), common::OBJECT_OFFSET, &word.to_ne_bytes());
+    assert_eq!(lock.owner_tid(), Some(stranger.id()));
+    let outcome = lock.try_lock_for(Duration::from_secs(5));
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(matches!(outcome, Err(TryLockError::Poisoned(_))), "the stranger's 'hold' was recovered");
+    drop(outcome);
+    lock.clear_poison();
+    assert!(lock.try_lock().is_ok());
+}
+
 /// glibc's unlock clears the word and wakes one sleeper; when that wake is
 /// lost (the woken waiter was killed, and a spinner took the lock without
 /// re-marking the word), the other sleepers slept forever on a free lock.

@@ -34,6 +34,23 @@ impl Identity {
         super::thread::this_thread()
     }
 
+    /// Whether this thread could hold something in the shared memory at
+    /// `addr` (a lock, a reader's share, a waiter's slot): it is alive, and
+    /// its process maps the file behind `addr`. A task that does not map the
+    /// memory holds nothing in it, whatever a word there says: garbage that
+    /// names a live stranger (a kernel thread, say), or an id the kernel
+    /// recycled for an unrelated process. Where that cannot be told (private
+    /// memory, maps we may not read), alive is enough: callers act on "cannot
+    /// hold" only, so doubt must read as "could". Reads `/proc`: for slow
+    /// paths only.
+    pub fn could_hold(&self, addr: usize) -> bool {
+        if !self.is_alive() {
+            return false;
+        }
+        let Some(file) = backing_file(addr) else { return true };
+        maps_file(self.id, &file) != Some(false)
+    }
+
     /// This process (its main thread's identity).
     pub fn this_process() -> Identity {
         let id = pid();
@@ -88,6 +105,47 @@ pub fn start_time(id: u32) -> Option<u64> {
     stat(id).map(|s| s.start)
 }
 
+/// The file (device and inode, as `/proc/*/maps` writes them) behind this
+/// process's mapping of `addr`; `None` for private anonymous memory (inode
+/// 0), an address no mapping holds, or an unreadable `/proc/self/maps`.
+/// Shared anonymous memory has an inode of its own, shared across `fork`.
+pub fn backing_file(addr: usize) -> Option<(String, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let (range, dev, inode) = maps_fields(line)?;
+        let (start, end) = range.split_once('-')?;
+        let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
+        ((start..end).contains(&addr) && inode != 0).then(|| (dev.to_string(), inode))
+    })
+}
+
+/// Whether process or thread `id` maps the file `(dev, inode)`: `None` when
+/// its maps cannot be read (gone, another user's, not dumpable).
+pub fn maps_file(id: u32, file: &(String, u64)) -> Option<bool> {
+    if id == 0 || i32::try_from(id).is_err() {
+        return None;
+    }
+    // Empty for a kernel thread (no user memory at all) and a zombie: neither
+    // maps anything. (An exec drops the robust locks a task held, so a task
+    // between exec and its first mapping holds none either.)
+    let maps = std::fs::read_to_string(format!("/proc/{id}/maps")).ok()?;
+    Some(maps_contain(&maps, file))
+}
+
+/// Whether the text of a `/proc/*/maps` file names `(dev, inode)`.
+fn maps_contain(maps: &str, file: &(String, u64)) -> bool {
+    maps.lines().filter_map(maps_fields).any(|(_, dev, inode)| dev == file.0 && inode == file.1)
+}
+
+/// The address range, device and inode of a `/proc/*/maps` line.
+fn maps_fields(line: &str) -> Option<(&str, &str, u64)> {
+    let mut fields = line.split_ascii_whitespace();
+    let range = fields.next()?;
+    let dev = fields.nth(2)?;
+    let inode = fields.next()?.parse().ok()?;
+    Some((range, dev, inode))
+}
+
 /// Whether `tid` is a thread of this process.
 pub fn is_thread_of_this_process(tid: u32) -> bool {
     tid != 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
@@ -96,6 +154,38 @@ pub fn is_thread_of_this_process(tid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_memory_is_traced_to_its_file_and_its_mappers() {
+        let len = 4096;
+        // SAFETY: an anonymous shared mapping with no address hint; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        let file = backing_file(ptr as usize + 8).expect("shared memory has an inode");
+        assert_eq!(maps_file(pid(), &file), Some(true));
+        assert_eq!(maps_file(tid(), &file), Some(true), "a thread's maps are its process's");
+        // Another process that exists but never mapped it.
+        assert!(!maps_file(1, &file).unwrap_or(false));
+        assert!(!maps_contain("", &file), "a kernel thread's empty maps hold nothing");
+        let at = ptr as usize + 8;
+        assert!(Identity::this_thread().could_hold(at));
+        assert!(!Identity { id: 1, start: 0 }.could_hold(at) || maps_file(1, &file).is_none());
+        assert!(!Identity { id: 0x3fff_fff0, start: 0 }.could_hold(at));
+        // Private memory (a heap box) has no file to trace.
+        let boxed = Box::new(0u64);
+        assert_eq!(backing_file(&*boxed as *const u64 as usize), None);
+        // SAFETY: unmapping what was mapped above, which nothing uses any more.
+        unsafe { libc::munmap(ptr, len) };
+    }
 
     #[test]
     fn this_thread_is_alive_and_a_recycled_id_is_not() {

@@ -152,7 +152,7 @@ impl RawCondition {
             let slot = &self.slots[j];
             let st = slot.state.load(Ordering::Acquire);
             if is_notified(st)
-                && !slot.owner().is_alive()
+                && !slot.owner().could_hold(self as *const Self as usize)
                 && slot.state.compare_exchange(st, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
                 self.claimed.fetch_and(!(1 << j), Ordering::Release);
@@ -168,7 +168,7 @@ impl RawCondition {
             let slot = &self.slots[j];
             let st = slot.state.load(Ordering::Acquire);
             if st != FREE
-                && !slot.owner().is_alive()
+                && !slot.owner().could_hold(self as *const Self as usize)
                 && slot.state.compare_exchange(st, FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
                 self.claimed.fetch_and(!(1 << j), Ordering::Release);

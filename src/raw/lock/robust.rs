@@ -211,12 +211,14 @@ impl Robust {
     }
 
     /// After a slice of sleep on a lock that stayed held: if the owner the
-    /// word names is gone, mark the word as the kernel would have.
+    /// word names is gone, or is a live task that does not map this lock's
+    /// memory (garbage naming a stranger, or a recycled tid), mark the word
+    /// as the kernel would have for a dead owner.
     #[cold]
     fn recover_if_owner_gone(&self, word: &AtomicU32) {
         let seen = word.load(Ordering::Relaxed);
         let tid = seen & pthread::TID_MASK;
-        if tid != 0 && !(Identity { id: tid, start: 0 }).is_alive() {
+        if tid != 0 && !(Identity { id: tid, start: 0 }).could_hold(word as *const AtomicU32 as usize) {
             log::warn!("shmsync: a lock's owner, thread {tid}, is gone but the lock was never released; recovering it");
             // SAFETY: the mutex is mapped and initialised; its owner is dead.
             unsafe { pthread::declare_owner_dead(self.mutex(), seen) };

@@ -150,7 +150,8 @@ impl RawRwLock {
             return; // free (a stray WRITING is repaired by the next taker)
         }
         let start = self.owner_start.load(Ordering::Relaxed);
-        if (Identity { id: tid, start }).is_alive() {
+        // A live task that does not map this lock holds nothing in it.
+        if (Identity { id: tid, start }).could_hold(self as *const Self as usize) {
             return;
         }
         if s & WRITING != 0 {

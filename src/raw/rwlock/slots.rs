@@ -137,7 +137,7 @@ impl RawRwLock {
     pub(super) fn reclaim_dead_readers(&self) {
         for i in bits(self.claimed.load(Ordering::SeqCst)) {
             let w = self.slots[i].word.load(Ordering::SeqCst);
-            if count(w) != 0 && !self.identity(i, w).is_alive() {
+            if count(w) != 0 && !self.identity(i, w).could_hold(self as *const Self as usize) {
                 self.reclaim(i, w);
             }
         }
