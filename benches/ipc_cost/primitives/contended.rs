@@ -358,16 +358,12 @@ impl Probe for Contended {
 
 fn setup(quick: bool) -> Setup {
     let mut out = Setup::default();
-    let py = python::Session::default();
-    let python = python::available();
-    if let Err(why) = &python {
-        out.notes.push(python::missing_note(why));
-    }
+    let py = python::session(&mut out.notes);
     for procs in PROCS {
         for mech in Mech::ALL {
             out.probes.push(Box::new(Contended { mech, procs }));
         }
-        if python.is_ok() {
+        if let Some(py) = &py {
             let total = PYTHON_TOTAL[usize::from(quick)];
             let args = ["contended".to_string(), procs.to_string(), total.to_string()];
             let name = "Python multiprocessing.Lock";

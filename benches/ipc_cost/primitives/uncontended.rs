@@ -319,19 +319,15 @@ const PYTHON: [(&str, &str, &str); 3] = [
 
 fn setup(quick: bool) -> Setup {
     let mut out = Setup::default();
-    let py = python::Session::default();
     for &mech in &Mech::ALL {
         out.probes.push(Box::new(Uncontended { mech, pairs: [None; 2] }));
     }
-    match python::available() {
-        Ok(()) => {
-            for (kind, name, ours) in PYTHON {
-                let pairs = PYTHON_PAIRS[usize::from(quick)];
-                let args = ["uncontended".to_string(), kind.to_string(), pairs.to_string()];
-                out.probes.push(py.probe(SECTION.slug, name, "", Unit::NanosPerOp, ours, &args));
-            }
+    if let Some(py) = python::session(&mut out.notes) {
+        for (kind, name, ours) in PYTHON {
+            let pairs = PYTHON_PAIRS[usize::from(quick)];
+            let args = ["uncontended".to_string(), kind.to_string(), pairs.to_string()];
+            out.probes.push(py.probe(SECTION.slug, name, "", Unit::NanosPerOp, ours, &args));
         }
-        Err(why) => out.notes.push(python::missing_note(&why)),
     }
     out
 }
