@@ -318,6 +318,25 @@ pub unsafe fn sem_wait(sem: *mut libc::sem_t) {
     }
 }
 
+/// After a run: reads the semaphore at `sem`, destroys it, and says whether
+/// its value was `expected`.
+///
+/// # Safety
+/// `sem` must be an initialised semaphore that nobody else uses now (no
+/// child alive), so it can be read and then destroyed; it is not used again.
+pub unsafe fn sem_destroy_expecting(sem: *mut libc::sem_t, expected: i32) -> Result<(), String> {
+    let mut value = -1;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        libc::sem_getvalue(sem, &mut value);
+        libc::sem_destroy(sem);
+    }
+    if value != expected {
+        return Err(format!("after the run the semaphore's value is {value}, expected {expected}"));
+    }
+    Ok(())
+}
+
 /// The CPUs this process may run on, in order.
 pub fn allowed_cpus() -> Vec<usize> {
     use nix::sched::{sched_getaffinity, CpuSet};
