@@ -264,10 +264,7 @@ criterion_group! {
 
 criterion_group! {
     name = uncontended_benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
+    config = common::in_process_config();
     targets = uncontended
 }
 

@@ -262,19 +262,13 @@ fn contended(c: &mut Criterion) {
 
 criterion_group! {
     name = uncontended_benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
+    config = common::in_process_config();
     targets = uncontended
 }
 
 criterion_group! {
     name = contended_benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10);
+    config = common::forking_config();
     targets = contended
 }
 

@@ -30,8 +30,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::rwlock::{readers, uncontended, writes_against_readers, Instance, Mech, Side};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 
@@ -81,19 +79,13 @@ fn scaling_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = uncontended_benches_group;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
+    config = common::in_process_config();
     targets = uncontended_benches
 }
 
 criterion_group! {
     name = contended_benches_group;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(10);
+    config = common::forking_config();
     targets = scaling_benches
 }
 

@@ -107,6 +107,39 @@ mod tests {
         Session::builder(endpoints).ttl(ttl).connect().expect("connect to etcd")
     }
 
+    /// Forks a child that connects its own session to `endpoints` with
+    /// `ttl`, opens the lock `name` and exits with `body`'s code (101, a
+    /// panic, if it cannot connect or open).
+    fn fork_with_lock(
+        endpoints: &[String],
+        ttl: Duration,
+        name: &'static str,
+        body: impl FnOnce(&Session, &Lock) -> i32,
+    ) -> common::Child {
+        let endpoints = endpoints.to_vec();
+        fork(move || {
+            let s = session(&endpoints, ttl);
+            let lock = Lock::open(&s, name).unwrap();
+            body(&s, &lock)
+        })
+    }
+
+    /// As [`fork_with_lock`], for the semaphore `name` of `permits`.
+    fn fork_with_semaphore(
+        endpoints: &[String],
+        ttl: Duration,
+        name: &'static str,
+        permits: u32,
+        body: impl FnOnce(&Semaphore) -> i32,
+    ) -> common::Child {
+        let endpoints = endpoints.to_vec();
+        fork(move || {
+            let s = session(&endpoints, ttl);
+            let sem = Semaphore::open(&s, name, permits).unwrap();
+            body(&sem)
+        })
+    }
+
     /// Waits for `child` with a deadline and returns its exit code.
     fn exit_code(child: &mut common::Child, deadline: Duration) -> i32 {
         match child.wait_for(deadline) {
@@ -337,12 +370,9 @@ mod tests {
         let ledger: Shared<Ledger> = Shared::new();
         let mut children: Vec<_> = (1..=PROCS as u32)
             .map(|who| {
-                let endpoints = endpoints.clone();
                 let ledger = &*ledger;
-                fork(move || {
-                    let s = session(&endpoints, Duration::from_secs(10));
-                    let lock = Lock::open(&s, "count").unwrap();
-                    let counter = FencedCounter { session: &s, key: b"test/count" };
+                fork_with_lock(&endpoints, Duration::from_secs(10), "count", move |s, lock| {
+                    let counter = FencedCounter { session: s, key: b"test/count" };
                     let mut last = 0;
                     for _ in 0..INCREMENTS {
                         let g = lock.try_lock_for(Duration::from_secs(30)).unwrap().expect("lock within 30 s");
@@ -408,10 +438,8 @@ mod tests {
 
     /// A child that takes `name`, publishes its token, and holds the lock
     /// until told to go on; then reports `check()` and a fenced write.
-    fn holder(endpoints: Vec<String>, name: &'static str, hs: &Handshake) -> common::Child {
-        fork(move || {
-            let s = session(&endpoints, TTL);
-            let lock = Lock::open(&s, name).unwrap();
+    fn holder(endpoints: &[String], name: &'static str, hs: &Handshake) -> common::Child {
+        fork_with_lock(endpoints, TTL, name, |_, lock| {
             let g = lock.try_lock_for(Duration::from_secs(10)).unwrap().unwrap_or_else(|e| match e {
                 TryLockError::Poisoned(p) => p.into_inner(),
                 TryLockError::WouldBlock => panic!("holder could not lock"),
@@ -437,11 +465,9 @@ mod tests {
     }
 
     /// A child that must get `name` poisoned within `within`, with a
-    /// token above `above`.
-    fn taker(endpoints: Vec<String>, name: &'static str, within: Duration, hs: &Handshake) -> common::Child {
-        fork(move || {
-            let s = session(&endpoints, TTL);
-            let lock = Lock::open(&s, name).unwrap();
+    /// token above the holder's (`hs.token`).
+    fn taker(endpoints: &[String], name: &'static str, within: Duration, hs: &Handshake) -> common::Child {
+        fork_with_lock(endpoints, TTL, name, |_, lock| {
             let g = match lock.try_lock_for(within).unwrap() {
                 Err(TryLockError::Poisoned(p)) => p.into_inner(),
                 Ok(_) => return 3,
@@ -459,11 +485,11 @@ mod tests {
         let _s = common::serial();
         let cluster = Cluster::start(1);
         let hs: Shared<Handshake> = Shared::new();
-        let mut a = holder(cluster.endpoints(), "killed", &hs);
+        let mut a = holder(&cluster.endpoints(), "killed", &hs);
         await_flag(&hs.holding, 1, Duration::from_secs(20), "the holder");
         a.kill();
         let t0 = Instant::now();
-        let mut b = taker(cluster.endpoints(), "killed", TTL + TAKEOVER, &hs);
+        let mut b = taker(&cluster.endpoints(), "killed", TTL + TAKEOVER, &hs);
         let code = exit_code(&mut b, Duration::from_secs(20));
         assert_eq!(code, 0, "2: no lock within TTL + 2 s; 3: not poisoned; 5: token not higher");
         eprintln!("  taken over {:?} after the kill (TTL {TTL:?})", t0.elapsed());
@@ -475,11 +501,11 @@ mod tests {
         let _s = common::serial();
         let cluster = Cluster::start(1);
         let hs: Shared<Handshake> = Shared::new();
-        let mut a = holder(cluster.endpoints(), "stopped", &hs);
+        let mut a = holder(&cluster.endpoints(), "stopped", &hs);
         await_flag(&hs.holding, 1, Duration::from_secs(20), "the holder");
         let pid = Pid::from_raw(a.pid() as i32);
         kill(pid, Signal::SIGSTOP).unwrap();
-        let mut b = taker(cluster.endpoints(), "stopped", TTL * 3 + TAKEOVER, &hs);
+        let mut b = taker(&cluster.endpoints(), "stopped", TTL * 3 + TAKEOVER, &hs);
         let code = exit_code(&mut b, Duration::from_secs(30));
         kill(pid, Signal::SIGCONT).unwrap();
         hs.resumed.store(1, Ordering::Release);
@@ -506,11 +532,8 @@ mod tests {
         const ROUNDS: u32 = 8;
         let mut children: Vec<_> = (0..8)
             .map(|_| {
-                let endpoints = cluster.endpoints();
                 let room = &*room;
-                fork(move || {
-                    let s = session(&endpoints, TTL);
-                    let sem = Semaphore::open(&s, "room", 3).unwrap();
+                fork_with_semaphore(&cluster.endpoints(), TTL, "room", 3, move |sem| {
                     for _ in 0..ROUNDS {
                         let p = sem.try_acquire_for(Duration::from_secs(30)).unwrap().expect("a permit in 30 s");
                         let now = room.inside.fetch_add(1, Ordering::AcqRel) + 1;
@@ -535,11 +558,8 @@ mod tests {
         // Three hold; one is killed; a fourth gets its permit after the TTL.
         let mut holders: Vec<_> = (0..3)
             .map(|_| {
-                let endpoints = cluster.endpoints();
                 let room = &*room;
-                fork(move || {
-                    let s = session(&endpoints, TTL);
-                    let sem = Semaphore::open(&s, "room", 3).unwrap();
+                fork_with_semaphore(&cluster.endpoints(), TTL, "room", 3, move |sem| {
                     let _p = sem.try_acquire_for(Duration::from_secs(10)).unwrap().expect("a permit");
                     room.holding.fetch_add(1, Ordering::AcqRel);
                     let start = Instant::now();
@@ -551,20 +571,14 @@ mod tests {
             })
             .collect();
         await_flag(&room.holding, 3, Duration::from_secs(20), "three holders");
-        let endpoints = cluster.endpoints();
-        let mut full = fork(move || {
-            let s = session(&endpoints, TTL);
-            let sem = Semaphore::open(&s, "room", 3).unwrap();
+        let mut full = fork_with_semaphore(&cluster.endpoints(), TTL, "room", 3, |sem| {
             let free = sem.value().unwrap();
             let taken = sem.try_acquire().unwrap().is_some();
             i32::from(free != 0 || taken)
         });
         assert_eq!(exit_code(&mut full, Duration::from_secs(20)), 0, "all 3 permits are taken");
         holders[0].kill();
-        let endpoints = cluster.endpoints();
-        let mut fourth = fork(move || {
-            let s = session(&endpoints, TTL);
-            let sem = Semaphore::open(&s, "room", 3).unwrap();
+        let mut fourth = fork_with_semaphore(&cluster.endpoints(), TTL, "room", 3, |sem| {
             let permit = sem.try_acquire_for(TTL + TAKEOVER).unwrap();
             if permit.is_some_and(|p| p.check().is_ok()) {
                 0
@@ -601,12 +615,9 @@ mod tests {
         let race: Shared<Race> = Shared::new();
         let mut children: Vec<_> = (0..4)
             .map(|i| {
-                let endpoints = cluster.endpoints();
                 let race = &*race;
-                fork(move || {
-                    let s = session(&endpoints, Duration::from_secs(5));
-                    let lock = Lock::open(&s, "race").unwrap();
-                    let counter = FencedCounter { session: &s, key: b"test/race" };
+                fork_with_lock(&cluster.endpoints(), Duration::from_secs(5), "race", move |s, lock| {
+                    let counter = FencedCounter { session: s, key: b"test/race" };
                     while !race.stop.load(Ordering::Acquire) {
                         let g = match lock.try_lock_for(Duration::from_secs(20)) {
                             Ok(Ok(g)) => g,
@@ -682,17 +693,14 @@ mod tests {
     fn crash_point_lock_acquired() {
         let _s = common::serial();
         let cluster = Cluster::start(1);
-        let endpoints = cluster.endpoints();
-        let mut a = fork(move || {
-            let s = session(&endpoints, TTL);
-            let lock = Lock::open(&s, "cp").unwrap();
+        let mut a = fork_with_lock(&cluster.endpoints(), TTL, "cp", |_, lock| {
             common::die_at("etcd.lock.acquired");
             let _ = lock.lock();
             1
         });
         assert_eq!(a.wait(), End::Signaled(Signal::SIGKILL));
         let hs: Shared<Handshake> = Shared::new();
-        let mut b = taker(cluster.endpoints(), "cp", TTL + TAKEOVER, &hs);
+        let mut b = taker(&cluster.endpoints(), "cp", TTL + TAKEOVER, &hs);
         assert_eq!(exit_code(&mut b, Duration::from_secs(20)), 0, "2: not in TTL + 2 s; 3: not poisoned");
     }
 
@@ -700,19 +708,13 @@ mod tests {
     fn crash_point_semaphore_acquired() {
         let _s = common::serial();
         let cluster = Cluster::start(1);
-        let endpoints = cluster.endpoints();
-        let mut a = fork(move || {
-            let s = session(&endpoints, TTL);
-            let sem = Semaphore::open(&s, "cp", 1).unwrap();
+        let mut a = fork_with_semaphore(&cluster.endpoints(), TTL, "cp", 1, |sem| {
             common::die_at("etcd.semaphore.acquired");
             let _ = sem.acquire();
             1
         });
         assert_eq!(a.wait(), End::Signaled(Signal::SIGKILL));
-        let endpoints = cluster.endpoints();
-        let mut b = fork(move || {
-            let s = session(&endpoints, TTL);
-            let sem = Semaphore::open(&s, "cp", 1).unwrap();
+        let mut b = fork_with_semaphore(&cluster.endpoints(), TTL, "cp", 1, |sem| {
             let permit = sem.try_acquire_for(TTL + TAKEOVER).unwrap();
             i32::from(permit.is_none())
         });

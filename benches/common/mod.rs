@@ -1,9 +1,11 @@
 //! Scaffolding shared by the criterion benches and the ipc_cost study: a
 //! cache-line wrapper, an anonymous `MAP_SHARED` mapping that forked children
 //! inherit, forking children that `_exit` and are reaped with a bounded
-//! pidfd wait, and CPU-time readings ([`CpuTimes`]); and, in submodules, the
-//! mechanisms and samples that `benches/queue.rs` ([`messages`]) and
-//! `benches/handoff.rs` ([`handoff`]) share with the study.
+//! pidfd wait, CPU-time readings ([`CpuTimes`]) and the criterion settings
+//! the benches' groups share ([`in_process_config`], [`forking_config`]);
+//! and, in submodules, the mechanisms and samples that `benches/queue.rs`
+//! ([`messages`]) and `benches/handoff.rs` ([`handoff`]) share with the
+//! study.
 
 // Each bench compiles this module into its own crate and uses only part of
 // it; the rest would warn as dead code there.
@@ -22,10 +24,27 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use criterion::Criterion;
+
 /// How long a child, or a wait on or in one, may take before the bench gives
 /// up: `lock` bounds its waits with it, `handoff`'s children arm `alarm`
 /// with it.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The criterion settings of a group whose samples run in this process
+/// (lock+unlock pairs, flag reads): a short warm-up and window, 20 samples.
+pub fn in_process_config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+}
+
+/// The criterion settings of a group whose every sample forks: fewer and
+/// longer samples than [`in_process_config`]'s, so fewer forks.
+pub fn forking_config() -> Criterion {
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3)).sample_size(10)
+}
 
 /// One cache line, so neighbouring fields of a shared struct do not
 /// false-share.
@@ -297,6 +316,25 @@ pub unsafe fn sem_wait(sem: *mut libc::sem_t) {
         let err = std::io::Error::last_os_error();
         assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "sem_wait: {err}");
     }
+}
+
+/// After a run: reads the semaphore at `sem`, destroys it, and says whether
+/// its value was `expected`.
+///
+/// # Safety
+/// `sem` must be an initialised semaphore that nobody else uses now (no
+/// child alive), so it can be read and then destroyed; it is not used again.
+pub unsafe fn sem_destroy_expecting(sem: *mut libc::sem_t, expected: i32) -> Result<(), String> {
+    let mut value = -1;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        libc::sem_getvalue(sem, &mut value);
+        libc::sem_destroy(sem);
+    }
+    if value != expected {
+        return Err(format!("after the run the semaphore's value is {value}, expected {expected}"));
+    }
+    Ok(())
 }
 
 /// The CPUs this process may run on, in order.

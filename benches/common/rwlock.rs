@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use raw_sync::locks::{LockImpl, LockInit, RwLock as RawSyncRwLock};
 
 use super::{
-    allowed_cpus, check_rc, exit_problem, reap_all, spawn_pinned, spin_until, Line, Mapping, ZeroValid, DEADLINE,
+    allowed_cpus, check_rc, exit_problem, reap_all, spawn_pinned, spin_until, Child, Line, Mapping, ZeroValid, DEADLINE,
 };
 
 /// A lock under test.
@@ -278,19 +278,9 @@ pub fn readers(inst: &Instance, procs: usize, pairs: u64) -> Result<Duration, St
     }
     let t0 = Instant::now();
     shared.start.0.store(1, Ordering::Release);
-    let mut problem = None;
-    let done = reap_all(&mut children, t0 + DEADLINE, |child, status| {
-        if problem.is_none() {
-            problem = exit_problem(child, status);
-        }
-    });
+    let reaped = reap_readers(&mut children, t0 + DEADLINE);
     let span = t0.elapsed();
-    if let Some(p) = problem {
-        return Err(p);
-    }
-    if !done {
-        return Err(format!("a reader was still running after {DEADLINE:?}"));
-    }
+    reaped?;
     inst.check_free()?;
     Ok(span)
 }
@@ -337,19 +327,25 @@ pub fn writes_against_readers(inst: &Instance, readers: usize, writes: u64) -> R
         Err(format!("the readers were not reading within {DEADLINE:?}"))
     };
     shared.start.0.store(1, Ordering::Release);
+    let reaped = reap_readers(&mut children, Instant::now() + DEADLINE);
+    let span = result?;
+    reaped?;
+    inst.check_free()?;
+    Ok(span)
+}
+
+/// Reaps every reader child by `deadline`: `Ok`, or the first one's
+/// failure, or that one was still running then.
+fn reap_readers(children: &mut [Child], deadline: Instant) -> Result<(), String> {
     let mut problem = None;
-    let done = reap_all(&mut children, Instant::now() + DEADLINE, |child, status| {
+    let done = reap_all(children, deadline, |child, status| {
         if problem.is_none() {
             problem = exit_problem(child, status);
         }
     });
-    let span = result?;
-    if let Some(p) = problem {
-        return Err(p);
+    match problem {
+        Some(p) => Err(p),
+        None if !done => Err(format!("a reader was still running after {DEADLINE:?}")),
+        None => Ok(()),
     }
-    if !done {
-        return Err(format!("a reader was still running after {DEADLINE:?}"));
-    }
-    inst.check_free()?;
-    Ok(span)
 }

@@ -130,11 +130,7 @@ impl Probe for RateProbe {
 
 fn setup(quick: bool) -> Setup {
     let mut out = Setup::default();
-    let py = python::Session::default();
-    let python = python::available();
-    if let Err(why) = &python {
-        out.notes.push(python::missing_note(why));
-    }
+    let py = python::session(&mut out.notes);
     let mut add = |kind: Kind, name: String, size: usize, producers: usize, count: (u64, u64)| {
         let mechanism = kind.make(size);
         out.probes.push(Box::new(RateProbe { mechanism, name, size, producers, count, map: Mapping::new() }));
@@ -152,7 +148,7 @@ fn setup(quick: bool) -> Setup {
             add(Kind::QueueByteBuf, name, size, MPMC, (full, short));
         }
     }
-    if python.is_ok() {
+    if let Some(py) = &py {
         for (size, full, short) in SIZES {
             let n = if quick { short } else { full };
             for (kind, name, ours) in PYTHON {

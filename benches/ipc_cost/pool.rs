@@ -152,24 +152,20 @@ impl Drop for PoolProbe {
 
 fn setup(quick: bool) -> Setup {
     let mut out = Setup::default();
-    let py = python::Session::default();
     out.probes.push(Box::new(LoopProbe));
     for chunk in CHUNKS {
         let pool = shmsync::Pool::new(WORKERS).expect("Pool::new");
         out.probes.push(Box::new(PoolProbe { pool, chunk }));
     }
-    match python::available() {
-        Ok(()) => {
-            for chunk in CHUNKS {
-                let items = ITEMS[usize::from(quick)];
-                let args = ["pool".to_string(), WORKERS.to_string(), chunk.to_string(), items.to_string()];
-                let name = format!("Python Pool.map, chunk {chunk}");
-                let ours = format!("shmsync Pool::map, chunk {chunk}");
-                let variant = format!("{WORKERS} workers");
-                out.probes.push(py.probe(SECTION.slug, &name, &variant, Unit::MicrosPerOp, &ours, &args));
-            }
+    if let Some(py) = python::session(&mut out.notes) {
+        for chunk in CHUNKS {
+            let items = ITEMS[usize::from(quick)];
+            let args = ["pool".to_string(), WORKERS.to_string(), chunk.to_string(), items.to_string()];
+            let name = format!("Python Pool.map, chunk {chunk}");
+            let ours = format!("shmsync Pool::map, chunk {chunk}");
+            let variant = format!("{WORKERS} workers");
+            out.probes.push(py.probe(SECTION.slug, &name, &variant, Unit::MicrosPerOp, &ours, &args));
         }
-        Err(why) => out.notes.push(python::missing_note(&why)),
     }
     out
 }

@@ -233,8 +233,21 @@ pub fn available() -> Result<(), String> {
 }
 
 /// The note a section prints when Python is not available.
-pub fn missing_note(why: &str) -> String {
+fn missing_note(why: &str) -> String {
     format!("The Python rows were not measured: {why}")
+}
+
+/// What a section's `setup` starts its Python rows with: the [`Session`]
+/// they share if Python is [`available`]; if not, `None`, and the note that
+/// says why they were not measured is added to `notes`.
+pub fn session(notes: &mut Vec<String>) -> Option<Session> {
+    match available() {
+        Ok(()) => Some(Session::default()),
+        Err(why) => {
+            notes.push(missing_note(&why));
+            None
+        }
+    }
 }
 
 /// The Python rows of one section: they share one server, started at the

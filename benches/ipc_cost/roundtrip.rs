@@ -59,17 +59,13 @@ impl Probe for RoundTripProbe {
 
 fn setup(quick: bool) -> Setup {
     let mut out = Setup::default();
-    let py = python::Session::default();
-    let python = python::available();
-    if let Err(why) = &python {
-        out.notes.push(python::missing_note(why));
-    }
+    let py = python::session(&mut out.notes);
     for size in SIZES {
         for (kind, name) in MECHANISMS {
             let (there, back) = (kind.make(size), kind.make(size));
             out.probes.push(Box::new(RoundTripProbe { there, back, name, size, map: Mapping::new() }));
         }
-        if python.is_ok() {
+        if let Some(py) = &py {
             for (kind, name, ours) in PYTHON {
                 let trips = TRIPS[usize::from(quick)];
                 let args = ["roundtrip".to_string(), kind.to_string(), size.to_string(), trips.to_string()];

@@ -7,10 +7,10 @@
 //! `main.rs` and add it here. A section that cannot run on this machine
 //! (no etcd, no `python3`) returns no probes and a note saying why; the
 //! report prints the note. Python rows go beside ours in the same section
-//! ([`crate::python::probe`]), naming their counterpart, and so appear in the
-//! "Python vs shmsync" table as well. Mechanisms that stream messages plug
-//! into `common::messages::Kind` instead, and appear in both message
-//! sections at once.
+//! ([`crate::python::session`], then `Session::probe`), naming their
+//! counterpart, and so appear in the "Python vs shmsync" table as well.
+//! Mechanisms that stream messages plug into `common::messages::Kind`
+//! instead, and appear in both message sections at once.
 
 use crate::model::Section;
 use crate::{connections, etcd, messages, pool, primitives, roundtrip, rwlock};

@@ -36,8 +36,8 @@ use raw_sync::locks::{LockInit, Mutex as RawSyncMutex};
 
 use super::reap_or_kill;
 use crate::common::{
-    check_rc, init_pthread, monotonic_ns, sem_init_shared, sem_post, sem_wait, spawn_pinned, spin_until, Child,
-    CpuSlot, CpuTimes, Line, Mapping, ZeroValid, DEADLINE,
+    check_rc, init_pthread, monotonic_ns, sem_destroy_expecting, sem_init_shared, sem_post, sem_wait, spawn_pinned,
+    spin_until, Child, CpuSlot, CpuTimes, Line, Mapping, ZeroValid, DEADLINE,
 };
 use crate::model::{Cpu, Fairness, Key, PlotKind, Probe, Sample, Section, Setup, Unit};
 use crate::python;
@@ -308,16 +308,10 @@ impl Mech {
                         index
                     }
                 });
-                let mut value = -1;
                 // SAFETY: initialised above; no worker is alive.
-                unsafe {
-                    libc::sem_getvalue(sem, &mut value);
-                    libc::sem_destroy(sem);
-                }
+                let idle = unsafe { sem_destroy_expecting(sem, 1) };
                 let run = run?;
-                if value != 1 {
-                    return Err(format!("the semaphore's value is {value} after the run, expected 1"));
-                }
+                idle?;
                 Ok(run)
             }
         }
@@ -358,16 +352,12 @@ impl Probe for Contended {
 
 fn setup(quick: bool) -> Setup {
     let mut out = Setup::default();
-    let py = python::Session::default();
-    let python = python::available();
-    if let Err(why) = &python {
-        out.notes.push(python::missing_note(why));
-    }
+    let py = python::session(&mut out.notes);
     for procs in PROCS {
         for mech in Mech::ALL {
             out.probes.push(Box::new(Contended { mech, procs }));
         }
-        if python.is_ok() {
+        if let Some(py) = &py {
             let total = PYTHON_TOTAL[usize::from(quick)];
             let args = ["contended".to_string(), procs.to_string(), total.to_string()];
             let name = "Python multiprocessing.Lock";

@@ -178,17 +178,13 @@ const PYTHON: [(&str, &str, &str); 3] = [
 
 fn setup(quick: bool) -> Setup {
     let mut out = Setup::default();
-    let py = python::Session::default();
-    let python = python::available();
-    if let Err(why) = &python {
-        out.notes.push(python::missing_note(why));
-    }
+    let py = python::session(&mut out.notes);
     let cpu = |c: Option<usize>| c.map_or("-1".to_string(), |c| c.to_string());
     for place in placements(["cross-core", "same-core", "unpinned"]) {
         for (mech, name) in MECHS {
             out.probes.push(Box::new(HandoffProbe { mech, name, place }));
         }
-        if python.is_ok() {
+        if let Some(py) = &py {
             for (kind, name, ours) in PYTHON {
                 let trips = TRIPS[usize::from(quick)];
                 let args = [

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use raw_sync::locks::{LockInit, Mutex as RawSyncMutex};
 use raw_sync::Timeout;
 
-use crate::common::{init_pthread, sem_init_shared, CpuTimes, Line, Mapping, ZeroValid};
+use crate::common::{init_pthread, sem_destroy_expecting, sem_init_shared, CpuTimes, Line, Mapping, ZeroValid};
 use crate::model::{Cpu, Key, PlotKind, Probe, Sample, Section, Setup, Unit};
 use crate::python;
 
@@ -241,17 +241,11 @@ fn run(mech: Mech, warm: u64, pairs: u64) -> Result<Timed, String> {
                 }
                 Ok(())
             });
-            let mut value = -1;
             // SAFETY: initialised above; nobody else uses it, so it can be
             // read and then destroyed.
-            unsafe {
-                libc::sem_getvalue(sem, &mut value);
-                libc::sem_destroy(sem);
-            }
+            let idle = unsafe { sem_destroy_expecting(sem, 0) };
             let span = span?;
-            if value != 0 {
-                return Err(format!("after the run the semaphore's value is {value}, expected 0"));
-            }
+            idle?;
             Ok(span)
         }
         Mech::Spin => {
@@ -319,19 +313,15 @@ const PYTHON: [(&str, &str, &str); 3] = [
 
 fn setup(quick: bool) -> Setup {
     let mut out = Setup::default();
-    let py = python::Session::default();
     for &mech in &Mech::ALL {
         out.probes.push(Box::new(Uncontended { mech, pairs: [None; 2] }));
     }
-    match python::available() {
-        Ok(()) => {
-            for (kind, name, ours) in PYTHON {
-                let pairs = PYTHON_PAIRS[usize::from(quick)];
-                let args = ["uncontended".to_string(), kind.to_string(), pairs.to_string()];
-                out.probes.push(py.probe(SECTION.slug, name, "", Unit::NanosPerOp, ours, &args));
-            }
+    if let Some(py) = python::session(&mut out.notes) {
+        for (kind, name, ours) in PYTHON {
+            let pairs = PYTHON_PAIRS[usize::from(quick)];
+            let args = ["uncontended".to_string(), kind.to_string(), pairs.to_string()];
+            out.probes.push(py.probe(SECTION.slug, name, "", Unit::NanosPerOp, ours, &args));
         }
-        Err(why) => out.notes.push(python::missing_note(&why)),
     }
     out
 }
