@@ -91,11 +91,21 @@ fn overridden() -> Option<Duration> {
 /// One wait's sleeps: each slice twice the last, up to [`RECHECK`].
 pub(crate) struct Sleeper {
     slice: Duration,
+    /// Whether a sleep of this wait had time left to sleep in.
+    slept: bool,
 }
 
 impl Sleeper {
     pub(crate) fn new() -> Sleeper {
-        Sleeper { slice: overridden().unwrap_or(FIRST_SLICE) }
+        Sleeper { slice: overridden().unwrap_or(FIRST_SLICE), slept: false }
+    }
+
+    /// Whether this wait has slept at all (not only been told its deadline
+    /// had passed). A wait whose deadline ends it before its first slice
+    /// does, having slept, look for the dead before it gives up: else a
+    /// caller looping on short timeouts would never see a dead holder.
+    pub(crate) fn slept(&self) -> bool {
+        self.slept
     }
 
     /// Sleeps while `*word == expected`, for at most one slice and never
@@ -109,6 +119,7 @@ impl Sleeper {
     pub(crate) fn sleep_at(&mut self, word: *const AtomicU32, expected: u32, deadline: Option<&Deadline>) -> Woke {
         let slice = Deadline::after(self.slice);
         let until = deadline.map_or(&slice, |d| d.earlier(&slice));
+        self.slept |= !until.has_passed();
         if futex::wait_at(word, expected, Some(until)) {
             Woke::Signalled
         } else {
@@ -126,6 +137,7 @@ impl Sleeper {
     ) -> Option<Woke> {
         let slice = Deadline::after(self.slice);
         let until = deadline.map_or(&slice, |d| d.earlier(&slice));
+        self.slept |= !until.has_passed();
         match futex::wait_many(words, Some(until)) {
             futex::Many::Woken(_) | futex::Many::Changed => Some(Woke::Signalled),
             futex::Many::TimedOut => Some(self.timed_out(deadline)),

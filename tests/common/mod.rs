@@ -131,6 +131,24 @@ impl Child {
         }
     }
 
+    /// How the child ended, if it has (reaping it); `None` while it runs.
+    pub fn try_end(&mut self) -> Option<End> {
+        if self.reaped {
+            return None;
+        }
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
+            WaitStatus::Exited(_, code) => {
+                self.reaped = true;
+                Some(End::Exited(code))
+            }
+            WaitStatus::Signaled(_, sig, _) => {
+                self.reaped = true;
+                Some(End::Signaled(sig))
+            }
+            _ => None,
+        }
+    }
+
     /// Waits with the default deadline.
     pub fn wait(&mut self) -> End {
         self.wait_for(DEADLINE)

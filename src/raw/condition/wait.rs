@@ -95,6 +95,11 @@ impl RawCondition {
                 }
                 SLEEPING => match sleeper.sleep(&slot.state, SLEEPING, deadline) {
                     Woke::Deadline => {
+                        if sleeper.slept() {
+                            // Hand on what a dead waiter was given, even if
+                            // every wait here ends before its first slice.
+                            self.adopt_orphans(i);
+                        }
                         if slot.state.compare_exchange(SLEEPING, FREE, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                             self.claimed.fetch_and(!(1 << i), Ordering::Release);
                             break true;

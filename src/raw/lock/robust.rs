@@ -185,7 +185,12 @@ impl Robust {
             }
             slept = true;
             match sleeper.sleep(word, seen | pthread::WAITERS, deadline) {
-                Woke::Deadline => return self.try_lock(kind),
+                Woke::Deadline => {
+                    if sleeper.slept() {
+                        self.recover_if_owner_gone(word);
+                    }
+                    return self.try_lock(kind);
+                }
                 Woke::Signalled => crash_point!("lock.contended.woken"),
                 Woke::Recheck => self.recover_if_owner_gone(word),
             }

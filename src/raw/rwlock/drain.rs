@@ -72,8 +72,15 @@ impl RawRwLock {
                 Err(e) => break Err(e),
                 Ok(true) => {}
             }
-            if sleeper.sleep(&self.drain, seq, deadline) == Woke::Recheck {
-                look = Look::AfterSlice;
+            match sleeper.sleep(&self.drain, seq, deadline) {
+                Woke::Recheck => look = Look::AfterSlice,
+                // One last look, for the dead too, before giving up.
+                Woke::Deadline if sleeper.slept() => {
+                    if let Ok(false) = blocked(self, Look::AfterSlice) {
+                        break Ok(());
+                    }
+                }
+                _ => {}
             }
         };
         if announced {

@@ -78,7 +78,13 @@ impl RawRwLock {
                 self.recover_dead_holder();
                 false
             }
-            Woke::Deadline => false,
+            // The caller looks once more before it gives up.
+            Woke::Deadline => {
+                if sleeper.slept() {
+                    self.recover_dead_holder();
+                }
+                false
+            }
         }
     }
 
