@@ -89,11 +89,36 @@ struct Shard {
 struct Global {
     pid: u32,
     shards: Vec<Arc<Shard>>,
-    /// Bumped on every registration, so a sleeping auditor starts again.
-    auditor: Arc<AtomicU32>,
+    auditor: Arc<Auditor>,
     /// Whether the auditor thread is running (a failed start is retried at
     /// the next registration).
     audited: bool,
+}
+
+/// How registrations reach a sleeping auditor.
+#[derive(Default)]
+struct Auditor {
+    /// Bumped on every new entry, after it is in its shard.
+    signal: AtomicU32,
+    /// The auditor found nothing to watch and sleeps (or is about to) on
+    /// `signal` without a timeout: only then does a registration pay for a
+    /// wake.
+    idle: std::sync::atomic::AtomicBool,
+}
+
+impl Auditor {
+    /// A new entry is in a shard: make sure the auditor will look at it.
+    ///
+    /// The entry is added before `signal` moves (both `SeqCst` with `idle`),
+    /// so an auditor that read `signal` before the bump sleeps on a stale
+    /// value and returns at once, one that read it after sees the entry,
+    /// and one already asleep is seen `idle` here and woken.
+    fn notify(&self) {
+        self.signal.fetch_add(1, Ordering::SeqCst);
+        if self.idle.load(Ordering::SeqCst) {
+            futex::wake_all(&self.signal);
+        }
+    }
 }
 
 static GLOBAL: Mutex<Option<Global>> = Mutex::new(None);
@@ -154,7 +179,7 @@ pub(crate) fn register(watch: Watch, waker: &Waker, previous: Option<Registratio
             reg.word = 0; // nothing to remove on drop
         }
     }
-    let Some(shard) = shard_for(word, watch.expected) else {
+    let Some((shard, auditor)) = shard_for(word, watch.expected) else {
         // No thread to watch the word (the process is out of threads): have
         // the runtime poll again rather than leave the future asleep.
         waker.wake_by_ref();
@@ -180,8 +205,9 @@ pub(crate) fn register(watch: Watch, waker: &Waker, previous: Option<Registratio
     };
     drop(state);
     if new_entry {
-        // Re-arm the thread with the new word.
+        // Re-arm the thread with the new word, and have it audited.
         poke(&shard);
+        auditor.notify();
     }
     Registration { shard: Some(shard), word, expected: watch.expected, id }
 }
@@ -193,32 +219,30 @@ fn poke(shard: &Shard) {
 }
 
 /// The shard already watching (word, expected), or one with room, or a new
-/// one; `None` if a new one was needed and its thread could not start.
-fn shard_for(word: usize, expected: u32) -> Option<Arc<Shard>> {
+/// one, with the process's auditor; `None` if a new shard was needed and its
+/// thread could not start.
+fn shard_for(word: usize, expected: u32) -> Option<(Arc<Shard>, Arc<Auditor>)> {
     let mut global = lock(&GLOBAL);
     let me = std::process::id();
     if global.as_ref().is_none_or(|g| g.pid != me) {
         // First use, or a forked child: the parent's threads are not here.
-        *global = Some(Global { pid: me, shards: Vec::new(), auditor: Arc::new(AtomicU32::new(0)), audited: false });
+        *global = Some(Global { pid: me, shards: Vec::new(), auditor: Arc::default(), audited: false });
     }
     let g = global.as_mut().unwrap_or_else(|| unreachable!("just set"));
     if !g.audited {
-        let signal = Arc::clone(&g.auditor);
-        match std::thread::Builder::new().name("shmsync-audit".to_string()).spawn(move || audit(&signal)) {
+        let auditor = Arc::clone(&g.auditor);
+        match std::thread::Builder::new().name("shmsync-audit".to_string()).spawn(move || audit(&auditor)) {
             Ok(_) => g.audited = true,
             Err(e) => {
                 log::error!("shmsync: could not start the async auditor thread: {e} (retried at the next registration)")
             }
         }
     }
-    // A registration: let a sleeping auditor know there is work again.
-    g.auditor.fetch_add(1, Ordering::Release);
-    futex::wake_all(&g.auditor);
     let mut with_room = None;
     for shard in &g.shards {
         let state = lock(&shard.state);
         if state.entries.iter().any(|e| e.word == word && e.expected == expected) {
-            return Some(Arc::clone(shard));
+            return Some((Arc::clone(shard), Arc::clone(&g.auditor)));
         }
         let limit = if shard.single { 1 } else { WORDS_PER_SHARD };
         if with_room.is_none() && state.entries.len() < limit {
@@ -226,7 +250,7 @@ fn shard_for(word: usize, expected: u32) -> Option<Arc<Shard>> {
         }
     }
     if let Some(shard) = with_room {
-        return Some(shard);
+        return Some((shard, Arc::clone(&g.auditor)));
     }
     let shard = Arc::new(Shard {
         state: Mutex::new(ShardState::default()),
@@ -240,7 +264,7 @@ fn shard_for(word: usize, expected: u32) -> Option<Arc<Shard>> {
         return None;
     }
     g.shards.push(Arc::clone(&shard));
-    Some(shard)
+    Some((shard, Arc::clone(&g.auditor)))
 }
 
 /// Whether this kernel has `futex_waitv` (asked once).
@@ -256,9 +280,11 @@ fn futex_waitv_works() -> bool {
 /// The auditor: every [`AUDIT`], looks at every shard's entries and pokes
 /// those with something to fire. Sleeps without a timeout while nothing is
 /// registered anywhere.
-fn audit(signal: &AtomicU32) {
+fn audit(auditor: &Auditor) {
     loop {
-        let seen = signal.load(Ordering::Acquire);
+        // Idle until this look finds something to watch (see `notify`).
+        auditor.idle.store(true, Ordering::SeqCst);
+        let seen = auditor.signal.load(Ordering::SeqCst);
         let shards: Vec<Arc<Shard>> = match lock(&GLOBAL).as_ref() {
             Some(g) if g.pid == std::process::id() => g.shards.clone(),
             _ => return, // this process forked and this is a stale copy: gone
@@ -274,10 +300,11 @@ fn audit(signal: &AtomicU32) {
             }
         }
         if watching {
+            auditor.idle.store(false, Ordering::SeqCst);
             std::thread::sleep(AUDIT);
         } else {
             // Nothing to audit: until the next registration.
-            futex::wait(signal, seen, None);
+            futex::wait(&auditor.signal, seen, None);
         }
     }
 }
