@@ -372,6 +372,33 @@ fn regression_a_lock_word_naming_a_live_stranger_is_recovered_poisoned() {
     assert!(lock.try_lock().is_ok());
 }
 
+/// A lock word holding only the sleepers' bit (no owner, no owner-died
+/// mark) is garbage no `trylock` can take; the contended path looped on it
+/// forever, past any deadline (found by `tests/fuzz_segments.rs`). It is
+/// recovered, poisoned, by a timed and by an untimed lock.
+#[test]
+fn regression_a_word_with_sleepers_but_no_owner_is_recovered_poisoned() {
+    let _s = serial();
+    let names = Names::new("ownerless");
+    let lock = Lock::builder(&names.get("l")).unlink_on_drop(true).create().unwrap();
+    let ownerless = 0x8000_0000u32; // FUTEX_WAITERS alone
+    common::scribble(lock.name(), common::OBJECT_OFFSET, &ownerless.to_ne_bytes());
+    let outcome = lock.try_lock_for(Duration::from_secs(5));
+    assert!(matches!(outcome, Err(TryLockError::Poisoned(_))), "the ownerless word was recovered");
+    drop(outcome);
+    lock.clear_poison();
+    common::scribble(lock.name(), common::OBJECT_OFFSET, &ownerless.to_ne_bytes());
+    let name = lock.name().to_string();
+    let mut child = fork(|| {
+        let lock = Lock::open(&name).unwrap();
+        let poisoned = lock.lock().is_err();
+        i32::from(!poisoned)
+    });
+    assert_eq!(child.wait_for(Duration::from_secs(5)), End::Exited(0));
+    lock.clear_poison();
+    assert!(lock.try_lock().is_ok());
+}
+
 /// glibc's unlock clears the word and wakes one sleeper; when that wake is
 /// lost (the woken waiter was killed, and a spinner took the lock without
 /// re-marking the word), the other sleepers slept forever on a free lock.

@@ -176,7 +176,13 @@ impl Robust {
             }
             let seen = word.load(Ordering::Relaxed);
             if seen & pthread::TID_MASK == 0 {
-                continue; // free, or owner-died: try again
+                // Free, or owner-died: try again (after repairing a word
+                // that no attempt could take).
+                self.repair_ownerless(seen);
+                if deadline.is_some_and(Deadline::has_passed) {
+                    return self.try_lock(kind);
+                }
+                continue;
             }
             if seen & pthread::WAITERS == 0
                 && word.compare_exchange(seen, seen | pthread::WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
@@ -205,6 +211,7 @@ impl Robust {
         loop {
             let seen = word.load(Ordering::Relaxed);
             if seen & pthread::TID_MASK == 0 {
+                self.repair_ownerless(seen);
                 return None;
             }
             if seen & pthread::WAITERS != 0
@@ -213,6 +220,23 @@ impl Robust {
                 return Some((word, seen | pthread::WAITERS));
             }
         }
+    }
+
+    /// A word that names no owner but has the sleepers' bit and no
+    /// owner-died mark is garbage that no `trylock` can take (glibc takes
+    /// only a zero word, or one the kernel marked owner-died) and no unlock
+    /// or death will ever clear: neither glibc, the kernel nor this crate
+    /// writes it. Marks it as a dead owner's, so the next attempt recovers
+    /// the lock, poisoned.
+    #[cold]
+    fn repair_ownerless(&self, seen: u32) {
+        if seen != pthread::WAITERS {
+            return;
+        }
+        log::warn!("shmsync: a lock's word names no owner but has sleepers; recovering it");
+        // SAFETY: the mutex is mapped and initialised; the word names no
+        // owner, so nobody holds the lock.
+        unsafe { pthread::declare_owner_dead(self.mutex(), seen) };
     }
 
     /// After a slice of sleep on a lock that stayed held: if the owner the
