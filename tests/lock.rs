@@ -458,3 +458,24 @@ fn regression_a_mutex_of_the_wrong_kind_is_corrupt_at_open_and_repaired_in_use()
     assert!(matches!(lock.try_lock_for(Duration::from_secs(2)), Err(TryLockError::Poisoned(_))));
     assert!(Lock::open(lock.name()).is_ok());
 }
+
+/// Regression (found by review): an RLock whose nesting count a peer set
+/// to its limit made the next nested lock end in "unexpected code 11" from
+/// the C library; it is now the clear message of a lock that cannot be
+/// taken again (as std's `ReentrantLock` panics when its count overflows).
+#[test]
+fn regression_an_rlock_nested_at_its_count_limit_says_so() {
+    let _s = serial();
+    let names = Names::new("rlock_deep");
+    let rlock = RLock::builder(&names.get("r")).unlink_on_drop(true).create().unwrap();
+    let count = common::OBJECT_OFFSET + 4; // glibc's __count
+    let guard = rlock.lock().unwrap();
+    common::scribble(rlock.name(), count, &u32::MAX.to_ne_bytes());
+    let nested = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(rlock.lock())));
+    let message = nested.expect_err("a nested lock at the limit").downcast::<String>().unwrap();
+    assert!(message.contains("cannot take it again"), "{message}");
+    assert!(rlock.try_lock().is_err(), "try_lock at the limit fails without a panic");
+    common::scribble(rlock.name(), count, &1u32.to_ne_bytes());
+    drop(guard);
+    assert!(rlock.try_lock().is_ok());
+}

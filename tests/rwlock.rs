@@ -589,3 +589,87 @@ fn a_waiting_writer_shuts_out_new_readers() {
     writer.expect_success();
     assert_eq!(*lock.read().unwrap(), 1);
 }
+
+/// The slot a thread (`tid`) owns in the lock's segment file, found by
+/// reading the file: (index, word).
+fn own_slot(name: &str, tid: u32) -> (u64, u64) {
+    let bytes = std::fs::read(format!("/dev/shm/{name}")).unwrap();
+    (0..64)
+        .map(|i| {
+            let at = slot_word(i) as usize;
+            (i, u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()))
+        })
+        .find(|&(_, w)| (w >> 32) as u32 == tid)
+        .expect("the thread's slot")
+}
+
+/// Regression (found by review): WRITING with no holder (garbage) left
+/// every reader asleep for good (only a blocking writer repaired it), and
+/// `try_write` failed for ever. Readers alone now recover it, poisoned, and
+/// so does `try_write`.
+#[test]
+fn regression_a_writer_bit_without_holder_blocks_neither_readers_nor_try_write() {
+    let _s = serial();
+    let names = Names::new("stray_writing");
+    let name = names.get("t");
+    let lock = RwLock::<u64>::builder(&name).unlink_on_drop(true).create().unwrap();
+    let stray = (1u32 << 22).to_le_bytes();
+    let opened = Shared::<AtomicU32>::new();
+    let mut reader = fork(|| {
+        // Opened before the garbage: `open` itself refuses such a state.
+        let lock = RwLock::<u64>::open(&name).unwrap();
+        opened.store(1, Ordering::Release);
+        await_value(&opened, 2, "the garbage");
+        let poisoned = lock.read().is_err();
+        i32::from(!poisoned)
+    });
+    await_value(&opened, 1, "the reader");
+    scribble(&name, STATE, &stray);
+    opened.store(2, Ordering::Release);
+    assert_eq!(reader.wait_for(RECOVERY + RECOVERY), End::Exited(0), "a blocked reader went on, poisoned");
+    lock.clear_poison();
+    scribble(&name, STATE, &stray);
+    assert!(matches!(lock.try_read_for(RECOVERY), Err(TryLockError::Poisoned(_))));
+    lock.clear_poison();
+    scribble(&name, STATE, &stray);
+    assert!(matches!(lock.try_write(), Err(TryLockError::Poisoned(_))), "try_write repairs it");
+    lock.clear_poison();
+    assert!(lock.try_write().is_ok() && lock.try_read().is_ok());
+}
+
+/// Regression (found by review): a queue mark on an idle reader's slot
+/// (garbage) made a fair writer wait for a reader that would never come:
+/// for ever on its own slot, and for as long as the idle reader lived on
+/// another's. The writer skips its own slot and, after a slice, stops
+/// waiting for marks that stand.
+#[test]
+fn regression_a_stale_queue_mark_does_not_hold_a_writer() {
+    const WAITING: u64 = 1 << 16;
+    const QUEUE: u64 = OBJECT + 32;
+    let _s = serial();
+    let names = Names::new("stale_mark");
+    let name = names.get("t");
+    let lock = RwLock::<u64>::builder(&name).unlink_on_drop(true).create().unwrap();
+    // This thread's own idle slot, marked.
+    drop(lock.read());
+    let (i, w) = own_slot(&name, nix::unistd::gettid().as_raw() as u32);
+    scribble(&name, slot_word(i), &(w | WAITING).to_le_bytes());
+    scribble(&name, QUEUE, &(1u64 << i).to_le_bytes());
+    assert!(lock.try_write_for(RECOVERY).is_ok(), "the writer waited for its own slot");
+    // A live process's idle slot, marked.
+    let ready = Shared::<AtomicU32>::new();
+    let mut idle = fork(|| {
+        let lock = RwLock::<u64>::open(&name).unwrap();
+        drop(lock.read());
+        ready.store(nix::unistd::gettid().as_raw() as u32, Ordering::Release);
+        std::thread::sleep(DEADLINE);
+        0
+    });
+    await_true(|| ready.load(Ordering::Acquire) != 0, "the idle reader");
+    let (j, w) = own_slot(&name, ready.load(Ordering::Acquire));
+    scribble(&name, slot_word(j), &(w | WAITING).to_le_bytes());
+    scribble(&name, QUEUE, &(1u64 << j).to_le_bytes());
+    let got = lock.try_write_for(RECOVERY + RECOVERY).is_ok();
+    idle.kill();
+    assert!(got, "the writer waited for an idle live reader's stale mark");
+}

@@ -222,3 +222,24 @@ fn regression_a_semaphore_whose_value_exceeds_its_maximum_is_corrupt_at_open() {
     common::scribble(sem.name(), common::OBJECT_OFFSET + 8, &u32::MAX.to_ne_bytes()); // max
     assert!(matches!(BoundedSemaphore::open(sem.name()), Err(shmsync::Error::Corrupt { .. })));
 }
+
+/// Regression (found by review): `release` trusted the maximum in the
+/// segment after open, so a peer's garbage there carried the count into
+/// the sleepers' bit (the unit lost) or overflowed (a panic in debug). The
+/// maximum is now bounded by `MAX_VALUE` at every use.
+#[test]
+fn regression_a_garbage_maximum_neither_loses_a_unit_nor_overflows() {
+    let _s = serial();
+    let names = common::Names::new("sem_max");
+    let sem = Semaphore::builder(&names.get("s")).unlink_on_drop(true).create().unwrap();
+    let (value, max) = (common::OBJECT_OFFSET, common::OBJECT_OFFSET + 8);
+    common::scribble(sem.name(), max, &u32::MAX.to_ne_bytes());
+    common::scribble(sem.name(), value, &0x7fff_ffffu32.to_ne_bytes());
+    assert!(sem.release().is_err(), "at MAX_VALUE");
+    assert_eq!(sem.value(), 0x7fff_ffff, "nothing lost");
+    common::scribble(sem.name(), value, &u32::MAX.to_ne_bytes()); // sleepers' bit too
+    assert!(sem.release().is_err());
+    common::scribble(sem.name(), value, &0u32.to_ne_bytes());
+    assert!(sem.release().is_ok());
+    assert_eq!(sem.value(), 1);
+}

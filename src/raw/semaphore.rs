@@ -75,7 +75,9 @@ pub struct AtMaximum {
 pub struct RawSemaphore {
     value: AtomicU32,
     _reserved: u32,
-    max: u32,
+    /// Checked at open, but a peer may write it later: read atomically and
+    /// bounded by [`MAX_VALUE`] at every use.
+    max: AtomicU32,
 }
 
 impl RawSemaphore {
@@ -91,7 +93,7 @@ impl RawSemaphore {
     pub unsafe fn init(this: *mut Self, value: u32, max: Option<u32>) -> Result<(), String> {
         let max = max.unwrap_or(MAX_VALUE);
         check_values(value, max)?;
-        let sem = RawSemaphore { value: AtomicU32::new(value), _reserved: 0, max };
+        let sem = RawSemaphore { value: AtomicU32::new(value), _reserved: 0, max: AtomicU32::new(max) };
         // SAFETY: the caller guarantees `this` is valid, aligned and unshared.
         unsafe { this.write(sem) };
         Ok(())
@@ -99,7 +101,7 @@ impl RawSemaphore {
 
     /// On open: whether the fields are a semaphore `init` could have made.
     pub(crate) fn check(&self) -> Result<(), String> {
-        check_values(self.value(), self.max)
+        check_values(self.value(), self.max.load(Ordering::Relaxed))
     }
 
     /// The units available now (a snapshot).
@@ -109,7 +111,8 @@ impl RawSemaphore {
 
     /// The largest value `release` may reach.
     pub fn max(&self) -> u32 {
-        self.max
+        // Bounded, so `release` never carries the count into the flag bit.
+        self.max.load(Ordering::Relaxed).min(MAX_VALUE)
     }
 
     /// Takes a unit if one is free, without blocking.
@@ -210,10 +213,11 @@ impl RawSemaphore {
     /// release the last missing units, exactly as many succeed as were missing.
     #[inline]
     pub fn release(&self) -> Result<(), AtMaximum> {
+        let max = self.max();
         let mut v = self.value.load(Ordering::Relaxed);
         loop {
-            if v & UNITS >= self.max {
-                return Err(AtMaximum { max: self.max });
+            if v & UNITS >= max {
+                return Err(AtMaximum { max });
             }
             // Release: publishes the releaser's writes to the next taker.
             match self.value.compare_exchange_weak(v, v + 1, Ordering::Release, Ordering::Relaxed) {
@@ -253,7 +257,7 @@ fn check_values(value: u32, max: u32) -> Result<(), String> {
 
 impl std::fmt::Debug for RawSemaphore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawSemaphore").field("value", &self.value()).field("max", &self.max).finish()
+        f.debug_struct("RawSemaphore").field("value", &self.value()).field("max", &self.max()).finish()
     }
 }
 

@@ -68,6 +68,9 @@ pub enum Acquire {
     NotRecoverable,
     /// glibc rejected the mutex: its bytes are not a mutex of the kind made.
     Invalid,
+    /// The calling thread holds this recursive mutex with its count at the
+    /// limit (2^32 nested locks, or a count a peer overwrote).
+    TooDeep,
 }
 
 /// The kind of mutex to build.
@@ -210,6 +213,7 @@ pub unsafe fn try_lock(mutex: *mut libc::pthread_mutex_t) -> Acquire {
         libc::EDEADLK => Acquire::Deadlock,
         libc::ENOTRECOVERABLE => Acquire::NotRecoverable,
         libc::EINVAL => Acquire::Invalid,
+        libc::EAGAIN => Acquire::TooDeep,
         _ => super::fail("pthread_mutex_trylock", rc),
     }
 }

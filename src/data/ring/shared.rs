@@ -92,13 +92,17 @@ impl Ring {
 
     /// Bytes in use now (a snapshot), at most the capacity.
     pub fn used_bytes(&self) -> usize {
-        let span = 2 * self.capacity();
+        // The shared capacity may be garbage (this is read by the
+        // inspector, which trusts nothing): no arithmetic here may overflow.
+        let Some(span) = self.capacity().checked_mul(2) else { return 0 };
         if span == 0 {
             return 0;
         }
         let (_, head) = unpack(self.get.0.word.load(Ordering::Acquire));
         let (_, tail) = unpack(self.put.0.word.load(Ordering::Acquire));
-        ((tail % span + span - head % span) % span).min(self.capacity())
+        let (head, tail) = (head % span, tail % span);
+        let used = if tail >= head { tail - head } else { span - (head - tail) };
+        used.min(self.capacity())
     }
 
     /// Messages put and not yet marked done (a snapshot).

@@ -17,7 +17,8 @@ use crate::sys::time::Deadline;
 enum Attempt {
     Got(Locked),
     Busy,
-    /// This thread holds the (non-recursive) lock already.
+    /// This thread holds the lock already and cannot take it again: a
+    /// non-recursive lock, or a recursive one whose count is at its limit.
     Deadlock,
 }
 
@@ -80,7 +81,7 @@ impl Robust {
                 Attempt::Got(Locked::Poisoned)
             }
             Acquire::WouldBlock => Attempt::Busy,
-            Acquire::Deadlock => Attempt::Deadlock,
+            Acquire::Deadlock | Acquire::TooDeep => Attempt::Deadlock,
             Acquire::NotRecoverable => self.repair_not_recoverable(),
             Acquire::Invalid => self.repair_kind(kind),
         }
@@ -288,5 +289,8 @@ impl Robust {
 #[cold]
 #[inline(never)]
 fn deadlock(what: &str) -> ! {
-    panic!("{what}: the calling thread already holds this lock")
+    panic!(
+        "{what}: the calling thread already holds this lock and cannot take it again \
+         (a Lock taken twice, or an RLock whose nesting count is at its limit)"
+    )
 }

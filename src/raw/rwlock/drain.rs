@@ -9,7 +9,7 @@ impl RawRwLock {
     /// drain.
     pub(super) fn drain_all(&self, me: Me, deadline: Option<&Deadline>, fair: bool) -> Result<(), Fail> {
         if fair && self.waiting.load(Ordering::SeqCst) != 0 {
-            self.let_waiting_readers_in(deadline)?;
+            self.let_waiting_readers_in(me, deadline)?;
         }
         self.wait_for(deadline, |lock, look| {
             let left = lock.readers_left(me)?;
@@ -23,13 +23,23 @@ impl RawRwLock {
     /// Clears WRITING so the readers that queued behind an earlier writer
     /// get in, waits until none is queued, and sets WRITING again.
     #[cold]
-    pub(super) fn let_waiting_readers_in(&self, deadline: Option<&Deadline>) -> Result<(), Fail> {
+    pub(super) fn let_waiting_readers_in(&self, me: Me, deadline: Option<&Deadline>) -> Result<(), Fail> {
         let published = self.publish_clear_writing();
         crash_point!("rwlock.write.yielded");
         self.wake_if_sleepers(published);
         // A queued reader that died costs a liveness check, made before each
-        // sleep rather than after a slice.
-        self.wait_for(deadline, |lock, look| Ok(lock.queued_readers(look != Look::Again)))?;
+        // sleep rather than after a slice. A whole slice with WRITING clear
+        // is more than any live queued reader needs to get in (each was
+        // woken just above): marks still standing then are stale (garbage,
+        // or a reader that queues again when it next runs), and this writer
+        // stops waiting for them.
+        self.wait_for(deadline, |lock, look| {
+            if look == Look::AfterSlice {
+                lock.forget_queued_readers();
+                return Ok(false);
+            }
+            Ok(lock.queued_readers(me, look != Look::Again))
+        })?;
         self.state.fetch_or(WRITING, Ordering::SeqCst);
         Ok(())
     }

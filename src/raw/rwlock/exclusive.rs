@@ -147,18 +147,24 @@ impl RawRwLock {
 
     /// After a slice of sleep on `state`: if the exclusive holder is dead,
     /// poison the lock if it was writing, free the exclusive side, and wake
-    /// the other sleepers.
+    /// the other sleepers. WRITING with no holder (never written by this
+    /// crate: every taker sets both in one step, every release clears both)
+    /// is garbage, recovered the same way: readers alone would otherwise
+    /// wait for a writer that does not exist.
     #[cold]
     pub(super) fn recover_dead_holder(&self) {
         let s = self.state.load(Ordering::Acquire);
         let tid = s & HOLDER;
         if tid == 0 {
-            return; // free (a stray WRITING is repaired by the next taker)
-        }
-        let start = self.owner_start.load(Ordering::Relaxed);
-        // A live task that does not map this lock holds nothing in it.
-        if (Identity { id: tid, start }).could_hold(self as *const Self as usize) {
-            return;
+            if s & WRITING == 0 {
+                return; // free
+            }
+        } else {
+            let start = self.owner_start.load(Ordering::Relaxed);
+            // A live task that does not map this lock holds nothing in it.
+            if (Identity { id: tid, start }).could_hold(self as *const Self as usize) {
+                return;
+            }
         }
         if s & WRITING != 0 {
             // Before the exclusive side is freed: no one may take it clean.
@@ -178,11 +184,15 @@ impl RawRwLock {
                 Err(now) => cur = now,
             }
         };
-        log::warn!(
-            "shmsync: an RwLock's {} (thread {tid}) died holding it; recovered{}",
-            if s & WRITING != 0 { "writer" } else { "upgradable reader" },
-            if s & WRITING != 0 { ", poisoned" } else { "" }
-        );
+        if tid == 0 {
+            log::warn!("shmsync: an RwLock's state marked a writer without a holder; recovered, poisoned");
+        } else {
+            log::warn!(
+                "shmsync: an RwLock's {} (thread {tid}) died holding it; recovered{}",
+                if s & WRITING != 0 { "writer" } else { "upgradable reader" },
+                if s & WRITING != 0 { ", poisoned" } else { "" }
+            );
+        }
         crash_point!("rwlock.recover.released");
         if published & SLEEPERS != 0 {
             self.wake_sleepers(published);

@@ -88,6 +88,10 @@ impl RawRwLock {
         let slot = &self.slots[i];
         let mut w = slot.word.load(Ordering::Relaxed);
         loop {
+            if count(w) == 0 {
+                // A peer zeroed the count under us (garbage): nothing to give back.
+                return;
+            }
             let next = if wait { (w - 1) | WAITING } else { w - 1 };
             // SeqCst: the writer's scan must see the count gone before this
             // thread looks at DRAINING.

@@ -118,18 +118,28 @@ impl RawRwLock {
         Ok(any)
     }
 
-    /// Whether a live reader is queued; clears stale queue bits, and (if
-    /// `check_alive`) reclaims the slots of dead queued readers.
-    pub(super) fn queued_readers(&self, check_alive: bool) -> bool {
+    /// Whether a live reader is queued; clears stale queue bits (among
+    /// them a mark on the slot of `me`, the writer, which cannot be queued
+    /// as a reader), and (if `check_alive`) reclaims the slots of dead
+    /// queued readers.
+    pub(super) fn queued_readers(&self, me: Me, check_alive: bool) -> bool {
         for i in bits(self.waiting.load(Ordering::SeqCst)) {
             let w = self.slots[i].word.load(Ordering::SeqCst);
-            if w & WAITING == 0 || owner(w) == 0 {
+            if w & WAITING == 0 || owner(w) == 0 || self.is_mine(i, w, me) {
                 self.waiting.fetch_and(!(1 << i), Ordering::SeqCst);
             } else if !(check_alive && !self.identity(i, w).is_alive() && self.reclaim(i, w)) {
                 return true;
             }
         }
         false
+    }
+
+    /// Stops counting every queued reader as queued (their slots keep
+    /// their own marks, which a reader clears when it gets in).
+    #[cold]
+    pub(super) fn forget_queued_readers(&self) {
+        let stale = self.waiting.load(Ordering::SeqCst);
+        self.waiting.fetch_and(!stale, Ordering::SeqCst);
     }
 
     /// After a slice: reclaims the slots of readers that died holding reads.

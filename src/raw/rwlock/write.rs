@@ -26,6 +26,11 @@ impl RawRwLock {
         match self.write_fast(me) {
             Some(true) => Some(self.flag()),
             Some(false) => self.finish_write(me, Some(&Deadline::after(Duration::ZERO)), false).ok(),
+            // WRITING with no holder is garbage that only a taker repairs:
+            // let this one (without waiting) rather than fail for ever.
+            None if self.state.load(Ordering::Relaxed) & (HOLDER | WRITING) == WRITING => {
+                self.write_slow(me, Some(&Deadline::after(Duration::ZERO))).ok()
+            }
             None => None,
         }
     }
