@@ -70,7 +70,7 @@ fn scribble(name: &str, rng: &mut Rng) {
         let bytes = match rng.below(4) {
             0 => vec![rng.next() as u8],
             1 => {
-                let word: u32 = match rng.below(8) {
+                let word: u32 = match rng.below(10) {
                     0 => 0,
                     1 => u32::MAX,
                     2 => 0x8000_0000,
@@ -78,6 +78,8 @@ fn scribble(name: &str, rng: &mut Rng) {
                     4 => 1,                                      // init: alive, never maps it
                     5 => 0x3fff_0000 | rng.below(0xffff) as u32, // a tid nobody has
                     6 => 0x4000_0000 | 0x3fff_fff0,              // owner-died bit and a dead tid
+                    7 => 1 << 22,                                // an RwLock writer bit, no holder
+                    8 => 1 << 16,                                // an RwLock reader's queue mark
                     _ => rng.next() as u32,
                 };
                 word.to_ne_bytes().to_vec()

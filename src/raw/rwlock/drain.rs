@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// Slices of sleep after which a writer letting queued readers in stops
+/// waiting for the ones that have not come.
+const STALE_AFTER_SLICES: u32 = 2;
+
 impl RawRwLock {
     /// Holding the exclusive side with WRITING: the fairness step, then the
     /// drain.
@@ -28,15 +32,19 @@ impl RawRwLock {
         crash_point!("rwlock.write.yielded");
         self.wake_if_sleepers(published);
         // A queued reader that died costs a liveness check, made before each
-        // sleep rather than after a slice. A whole slice with WRITING clear
-        // is more than any live queued reader needs to get in (each was
-        // woken just above): marks still standing then are stale (garbage,
-        // or a reader that queues again when it next runs), and this writer
-        // stops waiting for them.
+        // sleep rather than after a slice. Two slices (at least 0.75 s) with
+        // WRITING clear are far more than a live queued reader needs to get
+        // in (each was woken just above): marks still standing then are
+        // stale (garbage, or a reader that cannot run and queues again when
+        // it does), and this writer stops waiting for them.
+        let mut slices = 0;
         self.wait_for(deadline, |lock, look| {
             if look == Look::AfterSlice {
-                lock.forget_queued_readers();
-                return Ok(false);
+                slices += 1;
+                if slices == STALE_AFTER_SLICES {
+                    lock.forget_queued_readers();
+                    return Ok(false);
+                }
             }
             Ok(lock.queued_readers(me, look != Look::Again))
         })?;

@@ -61,7 +61,10 @@
 //! is WAITING; the next writer to take the exclusive side sees `waiting`,
 //! clears its own WRITING, lets those readers in, and only then sets WRITING
 //! again: a waiting reader is passed by at most one writer after the one it
-//! waited for. (`try_write` takes what is free without that courtesy.)
+//! waited for. (`try_write` takes what is free without that courtesy.) The
+//! courtesy is bounded: a queued reader that has not come in after two of
+//! the writer's re-check slices (at least 0.75 s; it cannot run, or its
+//! mark is garbage) is no longer waited for, and queues again when it runs.
 //!
 //! Deaths (the kernel's robust list covers only pthread mutexes, so this
 //! lock judges deaths itself, by tid and start time):
