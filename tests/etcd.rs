@@ -616,7 +616,11 @@ mod tests {
         let mut children: Vec<_> = (0..4)
             .map(|i| {
                 let race = &*race;
-                fork_with_lock(&cluster.endpoints(), Duration::from_secs(5), "race", move |s, lock| {
+                // A TTL that outlasts a slow election on a loaded host (the
+                // session must renew within two thirds of it; see
+                // `src/etcd/session.rs`): with 5 s, a CI run once saw every
+                // contender's session expire while the cluster elected.
+                fork_with_lock(&cluster.endpoints(), Duration::from_secs(10), "race", move |s, lock| {
                     let counter = FencedCounter { session: s, key: b"test/race" };
                     while !race.stop.load(Ordering::Acquire) {
                         let g = match lock.try_lock_for(Duration::from_secs(20)) {

@@ -14,6 +14,13 @@
 //! extend leases). The clock is `CLOCK_BOOTTIME`, which keeps counting while
 //! the machine sleeps, as etcd's does. A session that is lost stays lost:
 //! what it held may belong to someone else now, so connect a new one.
+//!
+//! A cluster electing a new leader answers no renewal until it has one. A
+//! session renews every third of its TTL, so it rides out an election only
+//! if the election ends within about two thirds of the TTL; otherwise it
+//! cannot prove its lease alive and calls it expired. Choose a TTL well
+//! above the cluster's election time (etcd's default election timeout is
+//! 1 s, and a loaded host can take several).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
