@@ -132,20 +132,12 @@ where
                 self.pending = Some((first, items));
                 continue;
             }
-            core.assign(&mut g, id, call, first, items.len());
-            drop(g);
             let task = TaskRef { first: first as u64, call: self.trampoline, func: self.func, items: &items };
-            let sent = worker.conn.send(&task);
-            crash_point!("pool.dispatch.sent");
-            g = core.lock();
-            if sent.is_err() {
-                // The worker died while idle: the chunk never ran. Send it
-                // to another, unless its items have failed meanwhile.
-                let requeue;
-                (g, requeue) = core.send_failed(g, id);
-                if requeue {
-                    self.pending = Some((first, items));
-                }
+            let requeue;
+            (g, requeue) = core.send_chunk(g, (id, &worker), call, &task);
+            if requeue {
+                // The worker died while idle: send the chunk to another.
+                self.pending = Some((first, items));
             }
         }
     }

@@ -6,6 +6,7 @@ use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use super::core::{Core, Inner, Raw, Slot, State, Worker};
+use super::wire::TaskRef;
 use super::worker;
 use crate::data::pipe;
 use crate::error::{Error, Result};
@@ -60,6 +61,28 @@ impl Core {
             return Err(Error::NoWorkers { reason });
         }
         Ok(())
+    }
+
+    /// Sends `task`, a chunk of call `call`, to the idle worker of slot
+    /// `id`: records it as the slot's job, sends without the pool's lock,
+    /// and takes the lock back. `true`: the worker died while idle, the
+    /// chunk never ran, and the caller sends it elsewhere (`send_failed`).
+    pub fn send_chunk<'g>(
+        &'g self,
+        mut g: MutexGuard<'g, Inner>,
+        (id, worker): (u64, &Worker),
+        call: u64,
+        task: &TaskRef<'_>,
+    ) -> (MutexGuard<'g, Inner>, bool) {
+        self.assign(&mut g, id, call, task.first as usize, task.items.len());
+        drop(g);
+        let sent = worker.conn.send(task);
+        crash_point!("pool.dispatch.sent");
+        let g = self.lock();
+        if sent.is_ok() {
+            return (g, false);
+        }
+        self.send_failed(g, id)
     }
 
     /// The task could not be sent to slot `id`: its worker died while idle.

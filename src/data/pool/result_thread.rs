@@ -219,19 +219,12 @@ fn dispatch<'g>(core: &'g Core, mut g: MutexGuard<'g, Inner>) -> MutexGuard<'g, 
         let job = &mut g.jobs[j];
         let (call, addresses) = (job.call, job.addresses);
         let Some((first, items)) = job.chunks.pop_front() else { return g };
-        core.assign(&mut g, id, call, first, items.len());
-        drop(g);
         let task = TaskRef { first: first as u64, call: addresses.0, func: addresses.1, items: &items };
-        let sent = worker.conn.send(&task);
-        crash_point!("pool.dispatch.sent");
-        g = core.lock();
-        if sent.is_err() {
-            // The worker died while idle: the chunk never ran; requeue it.
-            let requeue;
-            (g, requeue) = core.send_failed(g, id);
-            if let Some(job) = g.jobs.iter_mut().find(|job| job.call == call).filter(|_| requeue) {
-                job.chunks.push_front((first, items));
-            }
+        let requeue;
+        (g, requeue) = core.send_chunk(g, (id, &worker), call, &task);
+        if let Some(job) = g.jobs.iter_mut().find(|job| job.call == call).filter(|_| requeue) {
+            // The worker died while idle: the chunk goes out again.
+            job.chunks.push_front((first, items));
         }
     }
 }
