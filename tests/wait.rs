@@ -362,3 +362,24 @@ fn wait_any_and_wait_async_survive_a_setter_killed_before_its_wake() {
     rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), task).await.expect("a survivor did not go on") })
         .unwrap();
 }
+
+/// Regression (found by review): an async get that found the consumers'
+/// lock held watched the lock word with no re-check, so a holder gone
+/// without the kernel marking it (here a live stranger's tid forged into
+/// the word) stranded the future for good, where a blocking get recovers
+/// after a slice. The auditor's re-check now recovers it too.
+#[test]
+fn get_async_recovers_a_consumers_lock_named_by_a_stranger() {
+    let _s = serial();
+    let q = Queue::<u32>::new(64).unwrap();
+    q.put(&5).unwrap();
+    let mut stranger = std::process::Command::new("sleep").arg("60").spawn().expect("spawn sleep");
+    let get_lock = common::OBJECT_OFFSET + 192;
+    let word = stranger.id() | 0x8000_0000; // FUTEX_WAITERS
+    common::scribble(q.name(), get_lock, &word.to_ne_bytes());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let got = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), q.get_async()).await });
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert_eq!(got.expect("the future was stranded on a lock no one holds").unwrap(), 5);
+}

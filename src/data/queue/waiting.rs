@@ -11,6 +11,7 @@ use super::handle::{with_buffer, JoinableQueue, Queue};
 use crate::data::codec;
 use crate::data::ring::{GetError, PutError, Ring, View};
 use crate::error::{Error, Result};
+use crate::raw::RawLock;
 use crate::sys::time::Deadline;
 use crate::wait::future::{check, Op, Pending};
 
@@ -96,8 +97,7 @@ impl<T: DeserializeOwned> Op for GetOp<'_, T> {
 
     fn arm(&mut self) -> Option<crate::wait::future::Watch> {
         if self.busy {
-            let (word, expected) = self.view.arm_lock(false)?;
-            return Some(crate::wait::future::Watch { word, expected, check: None });
+            return watch_lock(&self.view, false);
         }
         let (word, expected) = self.view.arm_readable()?;
         // A producer killed between its commit and its wake: the re-check
@@ -109,6 +109,17 @@ impl<T: DeserializeOwned> Op for GetOp<'_, T> {
     fn cancel(&mut self) {
         self.view.pass_on_readable();
     }
+}
+
+/// A watch on one side's lock (`producers`, or the consumers'), found held:
+/// its unlock wakes the future, and the re-check slice recovers a holder
+/// that is gone without the kernel marking it (or a word no attempt could
+/// take), as a blocking call's slice would.
+fn watch_lock(view: &View<'_>, producers: bool) -> Option<crate::wait::future::Watch> {
+    let lock = view.side_lock(producers);
+    let (word, expected) = lock.arm()?;
+    let stuck = check(lock, (), |lock: &RawLock, _: &()| lock.recover_if_stuck());
+    Some(crate::wait::future::Watch { word, expected, check: Some(stuck) })
 }
 
 /// The op of `put_async`.
@@ -151,8 +162,7 @@ impl<T: Serialize> Op for PutOp<'_, T> {
 
     fn arm(&mut self) -> Option<crate::wait::future::Watch> {
         if self.busy {
-            let (word, expected) = self.view.arm_lock(true)?;
-            return Some(crate::wait::future::Watch { word, expected, check: None });
+            return watch_lock(&self.view, true);
         }
         let (word, expected) = self.view.arm_room(self.need)?;
         let room =

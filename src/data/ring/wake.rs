@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::records::{record_size, HEADER};
 use super::view::View;
-use crate::raw::register_sleeper;
+use crate::raw::{register_sleeper, RawLock};
 use crate::sys::futex;
 
 const SLEEPERS: u32 = 1;
@@ -81,12 +81,14 @@ impl<'a> View<'a> {
         }
     }
 
-    /// For an async put or get whose side's lock was busy: marks a sleeper
-    /// on that lock's word and returns the word and the value to sleep on,
-    /// or `None` if it is free now.
-    pub fn arm_lock(&self, producers: bool) -> Option<(&'a AtomicU32, u32)> {
-        let lock = if producers { &self.ring.put_lock.0 } else { &self.ring.get_lock.0 };
-        lock.arm()
+    /// The producers' lock (`producers`) or the consumers', for an async
+    /// put or get that found it busy (it arms and watches it).
+    pub fn side_lock(&self, producers: bool) -> &'a RawLock {
+        if producers {
+            &self.ring.put_lock.0
+        } else {
+            &self.ring.get_lock.0
+        }
     }
 
     /// As [`arm_readable`](Self::arm_readable), for room for a message of

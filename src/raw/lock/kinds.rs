@@ -178,6 +178,12 @@ impl RawLock {
         self.0.arm()
     }
 
+    /// The re-check of an async wait on a busy lock: see
+    /// `Robust::recover_if_stuck`.
+    pub(crate) fn recover_if_stuck(&self) -> bool {
+        self.0.recover_if_stuck()
+    }
+
     /// As [`lock_recovering`](Self::lock_recovering), waiting at most until
     /// `deadline`: `None` if the lock could not be had by then.
     pub(crate) fn lock_recovering_until(&self, deadline: &Deadline) -> Option<bool> {

@@ -240,6 +240,19 @@ impl Robust {
         unsafe { pthread::declare_owner_dead(self.mutex(), seen) };
     }
 
+    /// For a re-check slice of an async wait on this lock (which has no
+    /// thread to sleep in slices): recovers an owner that is gone or a word
+    /// no attempt could take, as a blocking waiter's slice would, and says
+    /// whether an attempt may now succeed.
+    pub(super) fn recover_if_stuck(&self) -> bool {
+        let word = self.word();
+        self.recover_if_owner_gone(word);
+        let seen = word.load(Ordering::Relaxed);
+        self.repair_ownerless(seen);
+        let seen = word.load(Ordering::Relaxed);
+        seen & pthread::TID_MASK == 0 || seen & pthread::OWNER_DIED != 0
+    }
+
     /// After a slice of sleep on a lock that stayed held: if the owner the
     /// word names is gone, or is a live task that does not map this lock's
     /// memory (garbage naming a stranger, or a recycled tid), mark the word
